@@ -1,0 +1,41 @@
+# Two front doors: `make demo` and `make test`. Each creates the virtual environment when it is missing and installs
+# only when requirements.txt or setup.cfg changed (stamp files keyed on their hash).
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+export NO_ALBUMENTATIONS_UPDATE := 1
+export PYTHONDONTWRITEBYTECODE := 1
+
+REQ_HASH := $(shell cat requirements.txt | sha256sum | cut -c1-12)
+PKG_HASH := $(shell cat requirements.txt setup.cfg pyproject.toml | sha256sum | cut -c1-12)
+DEPS_STAMP := $(VENV)/.deps-$(REQ_HASH)
+# The editable install points the venv at this checkout, so its stamp lives in the checkout and names the venv.
+PKG_STAMP := .install-stamp-$(PKG_HASH)-$(shell echo "$(abspath $(VENV))" | sha256sum | cut -c1-8)
+
+.PHONY: install demo test lint clean
+
+install: $(PKG_STAMP)
+
+$(DEPS_STAMP): requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -r requirements.txt
+	touch $@
+
+$(PKG_STAMP): $(DEPS_STAMP) setup.cfg pyproject.toml
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	rm -f .install-stamp-*
+	touch $@
+
+demo: install
+	$(PY) tools/demo.py
+
+test: install
+	$(PY) -m ruff check densevision tools tests configs
+	$(PY) -m pytest -n 2 --dist loadfile
+
+lint: install
+	$(PY) -m ruff check densevision tools tests configs
+
+clean:
+	rm -rf .install-stamp-* work_dirs/demo

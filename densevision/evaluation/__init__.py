@@ -1,0 +1,3 @@
+"""Metrics; importing this package registers them."""
+
+from densevision.evaluation import classification, segmentation  # noqa: F401
