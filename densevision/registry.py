@@ -71,6 +71,12 @@ class Registry:
         A name already taken is an error unless ``force=True``, so two components never silently shadow each other.
         """
 
+        if name is not None and not isinstance(name, str):
+            raise TypeError(
+                f"register_module() of registry {self.name!r} takes a name, got {name!r}; "
+                "write @register_module() with parentheses"
+            )
+
         def add(obj: Callable[..., Any]) -> Callable[..., Any]:
             key = name or obj.__name__
             if not force and key in self._entries and self._entries[key] is not obj:
@@ -106,9 +112,7 @@ class Registry:
         if not isinstance(cfg, Mapping):
             raise ConfigError(f"registry {self.name!r} expects a dict with a 'type' key, got {type(cfg).__name__}")
         if "type" not in cfg:
-            raise ConfigError(
-                f"config for registry {self.name!r}{_source_of(cfg)} has no 'type' key: {dict(cfg)!r}"
-            )
+            raise ConfigError(f"config for registry {self.name!r}{_source_of(cfg)} has no 'type' key: {dict(cfg)!r}")
         args = dict(defaults)
         args.update({k: v for k, v in cfg.items() if k != "type"})
         kind = cfg["type"]
@@ -119,7 +123,9 @@ class Registry:
         elif callable(kind):
             factory = kind
         else:
-            raise ConfigError(f"'type' in registry {self.name!r}{_source_of(cfg)} must be a name or class, got {kind!r}")
+            raise ConfigError(
+                f"'type' in registry {self.name!r}{_source_of(cfg)} must be a name or class, got {kind!r}"
+            )
         try:
             return factory(**args)
         except TypeError as err:
@@ -136,7 +142,7 @@ LOSSES = Registry("losses")
 METRICS = Registry("metrics")
 OPTIMIZERS = Registry("optimizers")
 LR_SCHEDULERS = Registry("lr_schedulers")
-# Task models (Segmentor, Classifier, Detector): an architecture from MODELS plus its loss behind the runner's interface.
+# Task models (Segmentor, Classifier, Detector): an architecture from MODELS plus its loss behind the runner interface.
 TASKS = Registry("tasks")
 
 

@@ -1,3 +1,8 @@
 """Datasets, readers and augmentation pipelines; importing this package registers them."""
 
 from densevision.data import camvid, image_folder, mask_folder, shapes, transforms  # noqa: F401
+from densevision.data.checks import DatasetError, DatasetSummary
+from densevision.data.collate import collate
+from densevision.data.transforms import build_pipeline
+
+__all__ = ["collate", "build_pipeline", "DatasetError", "DatasetSummary"]

@@ -1,1 +1,135 @@
-"""Placeholder; filled in by its owner."""
+"""Classification data: one sub-folder per class (ImageNet layout), or CIFAR-10's python batches read by torchvision."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from densevision.data.base import image_to_tensor
+from densevision.data.checks import DatasetError, DatasetSummary
+from densevision.data.io import IMAGE_EXTENSIONS, read_image
+from densevision.data.transforms import resolve_pipeline
+from densevision.registry import DATASETS
+
+__all__ = ["ImageFolderDataset", "CIFAR10Folder"]
+
+Pipeline = Sequence[Mapping[str, Any]] | Callable[..., dict] | None
+
+
+def _classification_sample(image: np.ndarray, label: int, pipeline: Callable[..., dict], meta: dict) -> dict:
+    out = pipeline(image=image)
+    return {"image": image_to_tensor(out["image"]), "label": torch.tensor(label, dtype=torch.int64), "meta": meta}
+
+
+@DATASETS.register_module()
+class ImageFolderDataset(Dataset):
+    """``root/<class>/**/<image>``: the label is the class folder's position in ``classes``.
+
+    ``classes`` ``None`` takes every sub-folder, sorted by name (torchvision's order); given, it picks and orders them.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        pipeline: Pipeline = None,
+        classes: Sequence[str] | None = None,
+        extensions: Sequence[str] = IMAGE_EXTENSIONS,
+    ) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DatasetError(f"{self.root} not found: expected one sub-folder of images per class under it")
+        found = sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if classes is None:
+            if not found:
+                raise DatasetError(f"no class sub-folders in {self.root}: expected {self.root}/<class>/<image>")
+            classes = found
+        missing = [name for name in classes if name not in found]
+        if missing:
+            raise DatasetError(f"class folder(s) {missing} not found in {self.root} (found {found})")
+        self.classes = tuple(classes)
+        suffixes = tuple(e.lower() for e in extensions)
+        self.samples: list[tuple[Path, int]] = []
+        empty = []
+        for label, name in enumerate(self.classes):
+            files = sorted(p for p in (self.root / name).rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+            if not files:
+                empty.append(str(self.root / name))
+            self.samples.extend((path, label) for path in files)
+        if empty:
+            raise DatasetError(f"no images ({', '.join(suffixes)}) in class folder(s): {', '.join(empty)}")
+        self.pipeline = resolve_pipeline(pipeline, task="classification")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        path, label = self.samples[index]
+        image = read_image(path)
+        return _classification_sample(
+            image, label, self.pipeline, {"path": str(path), "ori_shape": tuple(image.shape[:2])}
+        )
+
+    def check(self) -> DatasetSummary:
+        """Read every image (raising ``DatasetError`` naming an unreadable one) and count images per class."""
+        counts = [0] * self.num_classes
+        for path, label in self.samples:
+            read_image(path)
+            counts[label] += 1
+        return DatasetSummary(len(self.samples), self.classes, counts, unit="images")
+
+
+_CIFAR_FOLDER = "cifar-10-batches-py"
+_CIFAR_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+
+
+@DATASETS.register_module()
+class CIFAR10Folder(Dataset):
+    """CIFAR-10 from the python batches already on disk (``root/cifar-10-batches-py/``); never downloads."""
+
+    def __init__(self, root: str | Path, split: str = "train", pipeline: Pipeline = None) -> None:
+        from torchvision.datasets import CIFAR10
+
+        if split not in _CIFAR_FILES:
+            raise ValueError(f"unknown CIFAR-10 split {split!r}; expected 'train' or 'test'")
+        folder = Path(root) / _CIFAR_FOLDER
+        needed = [*_CIFAR_FILES[split], "batches.meta"]
+        missing = [name for name in needed if not (folder / name).is_file()]
+        if missing:
+            raise DatasetError(
+                f"CIFAR-10 {split} batches not found: expected {', '.join(needed)} in {folder} "
+                f"(missing {', '.join(missing)}); unpack cifar-10-python.tar.gz into {Path(root)}"
+            )
+        try:
+            self._cifar = CIFAR10(str(root), train=split == "train", download=False)
+        except RuntimeError as err:  # torchvision's md5 check
+            raise DatasetError(f"CIFAR-10 batches in {folder} failed torchvision's check: {err}") from err
+        self.root = Path(root)
+        self.split = split
+        self.classes = tuple(self._cifar.classes)
+        self.pipeline = resolve_pipeline(pipeline, task="classification")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return len(self._cifar.data)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image = self._cifar.data[index]
+        meta = {"path": f"{self.root / _CIFAR_FOLDER}[{self.split}:{index}]", "ori_shape": tuple(image.shape[:2])}
+        return _classification_sample(image, int(self._cifar.targets[index]), self.pipeline, meta)
+
+    def check(self) -> DatasetSummary:
+        """Count images per class (the batches were read and verified on construction)."""
+        counts = np.bincount(np.asarray(self._cifar.targets), minlength=self.num_classes)
+        return DatasetSummary(len(self), self.classes, counts.tolist(), unit="images")

@@ -1,1 +1,92 @@
-"""Placeholder; filled in by its owner."""
+"""Any segmentation dataset stored as an image folder and a mask folder whose files share their stems.
+
+``images/a/001.tif`` pairs with ``masks/a/001.png`` (``mask_suffix='.png'``) or ``masks/a/001_mask.png``
+(``mask_suffix='_mask.png'``); sub-folders are matched by relative path. Images may be RGB, grayscale or
+multi-band TIFF; masks are index PNG/TIFF, or RGB-coded when ``palette`` gives each class's colour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from densevision.data.base import SegmentationDataset
+from densevision.data.checks import DatasetError
+from densevision.data.io import IMAGE_EXTENSIONS, Colour
+from densevision.registry import DATASETS
+
+__all__ = ["MaskFolderDataset", "pair_by_stem"]
+
+
+def _files_with_suffix(folder: Path, suffixes: Sequence[str]) -> dict[str, Path]:
+    """``{relative path without suffix: path}`` for files under ``folder`` ending in one of ``suffixes``."""
+    found: dict[str, Path] = {}
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file():
+            continue
+        relative = path.relative_to(folder).as_posix()
+        suffix = next((s for s in suffixes if relative.lower().endswith(s.lower())), None)
+        if suffix is None:
+            continue
+        stem = relative[: len(relative) - len(suffix)]
+        if stem in found:
+            raise DatasetError(f"two files in {folder} share the stem {stem!r}: {found[stem].name} and {path.name}")
+        found[stem] = path
+    return found
+
+
+def pair_by_stem(
+    img_dir: Path, mask_dir: Path, img_suffix: str | Sequence[str] | None, mask_suffix: str
+) -> list[tuple[Path, Path]]:
+    """``(image, mask)`` pairs matched by stem; an image without a mask is an error naming it."""
+    for what, folder in (("image", img_dir), ("mask", mask_dir)):
+        if not folder.is_dir():
+            raise DatasetError(f"{what} folder {folder} not found")
+    suffixes = IMAGE_EXTENSIONS if img_suffix is None else [img_suffix] if isinstance(img_suffix, str) else img_suffix
+    images = _files_with_suffix(img_dir, suffixes)
+    if not images:
+        raise DatasetError(f"no images ending in {', '.join(suffixes)} under {img_dir}")
+    masks = _files_with_suffix(mask_dir, [mask_suffix])
+    unmatched = [str(images[stem]) for stem in images if stem not in masks]
+    if unmatched:
+        raise DatasetError(
+            f"{len(unmatched)} image(s) have no mask '<stem>{mask_suffix}' in {mask_dir}: "
+            f"{', '.join(unmatched[:5])}{' ...' if len(unmatched) > 5 else ''}"
+        )
+    return [(images[stem], masks[stem]) for stem in images]
+
+
+@DATASETS.register_module()
+class MaskFolderDataset(SegmentationDataset):
+    """Images in ``img_dir`` with masks in ``mask_dir``, matched by file stem.
+
+    ``classes`` names the mask values 0..N-1; ``palette`` (one RGB colour per class) both colours predictions and,
+    for RGB-coded masks, maps colours to classes. ``img_suffix`` ``None`` accepts every image extension.
+    """
+
+    def __init__(
+        self,
+        img_dir: str | Path,
+        mask_dir: str | Path,
+        classes: Sequence[str],
+        palette: Sequence[Colour] | None = None,
+        ignore_index: int = 255,
+        img_suffix: str | Sequence[str] | None = None,
+        mask_suffix: str = ".png",
+        pipeline: Sequence[Mapping[str, Any]] | Callable[..., dict] | None = None,
+        reduce_zero_label: bool = False,
+    ) -> None:
+        self.img_dir = Path(img_dir)
+        self.mask_dir = Path(mask_dir)
+        samples = pair_by_stem(self.img_dir, self.mask_dir, img_suffix, mask_suffix)
+        colours = None if palette is None else {tuple(int(c) for c in colour): i for i, colour in enumerate(palette)}
+        super().__init__(
+            samples,
+            classes=classes,
+            palette=palette,
+            ignore_index=ignore_index,
+            pipeline=pipeline,
+            colours=colours,
+            reduce_zero_label=reduce_zero_label,
+        )

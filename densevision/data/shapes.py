@@ -1,1 +1,306 @@
-"""Placeholder; filled in by its owner."""
+"""Generated quick-start data: triangles, rectangles and ellipses on textured backgrounds, written in the real formats.
+
+The files are what real datasets look like on disk (image + index-PNG mask folders, COCO JSON, class folders), so the
+quick-start configs exercise the same loaders as real data, in seconds and without a download::
+
+    root/segmentation/images/<split>/00000.png     root/segmentation/masks/<split>/00000.png (0 = background)
+    root/detection/images/<split>/00000.png        root/detection/annotations/instances_<split>.json
+    root/classification/<split>/<class>/00000.png  (one shape per image)
+
+Generation is deterministic in ``seed`` (each split and task draws from its own stream) and atomic: files are written
+to a temporary folder that is renamed to ``root`` once complete, with the parameters in ``root/shapes.json``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from densevision.data.image_folder import ImageFolderDataset
+from densevision.data.io import Colour, write_mask_png
+from densevision.data.mask_folder import MaskFolderDataset
+from densevision.registry import DATASETS
+
+__all__ = [
+    "SHAPE_CLASSES",
+    "SEGMENTATION_CLASSES",
+    "SHAPES_PALETTE",
+    "generate_shapes",
+    "ShapesSegmentation",
+    "ShapesClassification",
+]
+
+SHAPE_CLASSES = ("triangle", "rectangle", "ellipse")
+SEGMENTATION_CLASSES = ("background", *SHAPE_CLASSES)
+SHAPES_PALETTE: list[Colour] = [(0, 0, 0), (220, 20, 60), (0, 128, 255), (255, 200, 0)]
+SPLITS = ("train", "val", "test")
+MARKER = "shapes.json"
+_FORMAT_VERSION = 1
+
+
+def _rotated(points: np.ndarray, angle: float, centre: np.ndarray) -> list[tuple[float, float]]:
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    return [(float(x), float(y)) for x, y in points @ rotation.T + centre]
+
+
+def _polygon(kind: str, centre: np.ndarray, radius: float, rng: np.random.Generator) -> list[tuple[float, float]]:
+    """Vertices of one shape inside the circle (centre, radius): a triangle with well-spread corners, or a rotated
+    rectangle or ellipse (48 vertices)."""
+    angle = rng.uniform(0, 2 * np.pi)
+    if kind == "triangle":
+        corners = np.array([0.0, 2 * np.pi / 3, 4 * np.pi / 3]) + rng.uniform(-0.35, 0.35, 3)
+        radii = radius * rng.uniform(0.85, 1.0, 3)
+        points = np.stack([np.cos(corners), np.sin(corners)], axis=1) * radii[:, None]
+    elif kind == "rectangle":
+        half_w, half_h = radius * rng.uniform(0.4, 0.7, 2)
+        points = np.array([[-half_w, -half_h], [half_w, -half_h], [half_w, half_h], [-half_w, half_h]])
+    else:
+        semi_axes = radius * rng.uniform(0.5, 1.0, 2)
+        t = np.linspace(0, 2 * np.pi, 48, endpoint=False)
+        points = np.stack([semi_axes[0] * np.cos(t), semi_axes[1] * np.sin(t)], axis=1)
+    return _rotated(points, angle, centre)
+
+
+def _background(size: int, rng: np.random.Generator) -> np.ndarray:
+    """H×W×3 float background: a base colour, smooth low-frequency blotches and faint stripes."""
+    base = rng.uniform(40, 215, 3)
+    coarse = rng.normal(0, 25, (4, 4, 3)).astype(np.float32)
+    blotches = np.stack(
+        [np.asarray(Image.fromarray(coarse[..., c]).resize((size, size), Image.BILINEAR)) for c in range(3)], axis=2
+    )
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    direction = rng.uniform(0, np.pi)
+    period = rng.uniform(4, 16)
+    stripes = np.sin((xx * np.cos(direction) + yy * np.sin(direction)) * 2 * np.pi / period)
+    return base + blotches + rng.uniform(0, 15) * stripes[..., None]
+
+
+def _shape_colour(background: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A colour at least ~80 levels away from the background's mean, so every shape stays visible."""
+    mean = background.reshape(-1, 3).mean(axis=0)
+    direction = rng.normal(size=3)
+    direction /= np.linalg.norm(direction) + 1e-6
+    colour = np.clip(mean + direction * rng.uniform(90, 160), 0, 255)
+    if np.linalg.norm(colour - mean) < 80:  # clipped against the cube's wall: go the other way
+        colour = np.clip(mean - direction * 160, 0, 255)
+    return colour
+
+
+def _render(
+    size: int, shapes: Sequence[tuple[int, np.ndarray, float]], rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw ``(class index, centre, radius)`` shapes in order (later ones occlude earlier ones).
+
+    Returns the uint8 RGB image and the instance map (0 background, k = k-th shape where visible).
+    """
+    background = _background(size, rng)
+    instances = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(instances)
+    colours = [np.zeros(3)]
+    for number, (class_index, centre, radius) in enumerate(shapes, start=1):
+        draw.polygon(_polygon(SHAPE_CLASSES[class_index], centre, radius, rng), fill=number)
+        colours.append(_shape_colour(background, rng))
+    instance_map = np.asarray(instances)
+    image = np.where(instance_map[..., None] > 0, np.array(colours)[instance_map], background)
+    image = image + rng.normal(0, 6, image.shape)
+    return np.clip(image, 0, 255).round().astype(np.uint8), instance_map
+
+
+def _random_shape(size: int, rng: np.random.Generator, low: float, high: float) -> tuple[int, np.ndarray, float]:
+    radius = rng.uniform(low, high) * size
+    centre = rng.uniform(radius, size - radius, 2)
+    return int(rng.integers(len(SHAPE_CLASSES))), centre, radius
+
+
+def _png_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _coco_annotation(binary: np.ndarray) -> dict[str, Any]:
+    """bbox ``[x, y, w, h]`` (pixel-inclusive), area and RLE segmentation of one instance's visible pixels."""
+    from pycocotools import mask as mask_utils
+
+    ys, xs = np.nonzero(binary)
+    rle = mask_utils.encode(np.asfortranarray(binary.astype(np.uint8)))
+    rle["counts"] = rle["counts"].decode("ascii")
+    x0, y0 = int(xs.min()), int(ys.min())
+    return {
+        "bbox": [x0, y0, int(xs.max()) + 1 - x0, int(ys.max()) + 1 - y0],
+        "area": int(binary.sum()),
+        "segmentation": rle,
+        "iscrowd": 0,
+    }
+
+
+def _write_scenes(out: Path, split: str, count: int, size: int, rng: np.random.Generator) -> None:
+    """Segmentation and detection files for ``count`` scenes of 1-4 overlapping shapes."""
+    folders = {
+        name: out / path
+        for name, path in (
+            ("seg_images", f"segmentation/images/{split}"),
+            ("seg_masks", f"segmentation/masks/{split}"),
+            ("det_images", f"detection/images/{split}"),
+            ("det_annotations", "detection/annotations"),
+        )
+    }
+    for folder in folders.values():
+        folder.mkdir(parents=True, exist_ok=True)
+    images, annotations = [], []
+    for index in range(count):
+        shapes = [_random_shape(size, rng, 0.12, 0.28) for _ in range(int(rng.integers(1, 5)))]
+        image, instance_map = _render(size, shapes, rng)
+        class_of_instance = np.array([0] + [class_index + 1 for class_index, _, _ in shapes], dtype=np.uint8)
+        name = f"{index:05d}.png"
+        encoded = _png_bytes(image)
+        (folders["seg_images"] / name).write_bytes(encoded)
+        (folders["det_images"] / name).write_bytes(encoded)
+        write_mask_png(folders["seg_masks"] / name, class_of_instance[instance_map], palette=SHAPES_PALETTE)
+        image_id = index + 1
+        images.append({"id": image_id, "file_name": name, "width": size, "height": size})
+        for number, (class_index, _, _) in enumerate(shapes, start=1):
+            visible = instance_map == number
+            if visible.any():
+                annotation = {"id": len(annotations) + 1, "image_id": image_id, "category_id": class_index + 1}
+                annotations.append({**annotation, **_coco_annotation(visible)})
+    coco = {
+        "info": {"description": f"densevision generated shapes, {split} split"},
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(SHAPE_CLASSES)],
+    }
+    (folders["det_annotations"] / f"instances_{split}.json").write_text(json.dumps(coco))
+
+
+def _write_classification(out: Path, split: str, count: int, size: int, rng: np.random.Generator) -> None:
+    """``count`` images of one large shape each, classes balanced (image i shows class i mod 3)."""
+    for name in SHAPE_CLASSES:
+        (out / "classification" / split / name).mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        class_index = index % len(SHAPE_CLASSES)
+        _, centre, radius = _random_shape(size, rng, 0.25, 0.42)
+        image, _ = _render(size, [(class_index, centre, radius)], rng)
+        path = out / "classification" / split / SHAPE_CLASSES[class_index] / f"{index:05d}.png"
+        path.write_bytes(_png_bytes(image))
+
+
+def _marker_matches(root: Path, params: Mapping[str, Any]) -> bool:
+    try:
+        return json.loads((root / MARKER).read_text()) == dict(params)
+    except (OSError, ValueError):
+        return False
+
+
+def _move_into_place(tmp: Path, root: Path, params: Mapping[str, Any]) -> None:
+    """Rename the finished ``tmp`` to ``root``, replacing an earlier generation (never a folder that is not one)."""
+    old = None
+    if root.exists():
+        if not (root / MARKER).is_file() and any(root.iterdir()):
+            raise FileExistsError(f"{root} exists and was not made by generate_shapes (no {MARKER}); not replacing it")
+        old = root.with_name(f".{root.name}.old-{uuid.uuid4().hex}")
+        root.rename(old)
+    try:
+        os.rename(tmp, root)
+    except OSError:
+        if not _marker_matches(root, params):  # another process finished the same generation first: fine
+            raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def generate_shapes(
+    root: str | Path, *, num_train: int, num_val: int, num_test: int, image_size: int = 64, seed: int = 0
+) -> Path:
+    """Write the shapes datasets under ``root`` (see the module docstring); a no-op when ``root`` already holds a
+    completed generation with the same parameters. Returns ``root``."""
+    counts = {"train": num_train, "val": num_val, "test": num_test}
+    for split, count in counts.items():
+        if not isinstance(count, int) or count < 0:
+            raise ValueError(f"num_{split} must be a non-negative int, got {count!r}")
+    if not isinstance(image_size, int) or image_size < 16:
+        raise ValueError(f"image_size must be an int >= 16, got {image_size!r}")
+    root = Path(root)
+    params = {"version": _FORMAT_VERSION, **{f"num_{s}": c for s, c in counts.items()}, "image_size": image_size,
+              "seed": seed}  # fmt: skip
+    if _marker_matches(root, params):
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    tmp.chmod(0o755)  # mkdtemp's 0700 would survive the rename and hide the data from other users
+    try:
+        for split_index, (split, count) in enumerate(counts.items()):
+            _write_scenes(tmp, split, count, image_size, np.random.default_rng([seed, split_index, 0]))
+            _write_classification(tmp, split, count, image_size, np.random.default_rng([seed, split_index, 1]))
+        (tmp / MARKER).write_text(json.dumps(params))
+        _move_into_place(tmp, root, params)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"unknown shapes split {split!r}; expected one of {SPLITS}")
+
+
+@DATASETS.register_module()
+class ShapesSegmentation(MaskFolderDataset):
+    """``generate_shapes`` (if not done yet), then the segmentation split as a ``MaskFolderDataset`` (4 classes)."""
+
+    def __init__(
+        self,
+        root: str | Path = "data/shapes",
+        split: str = "train",
+        pipeline: Sequence[Mapping[str, Any]] | Callable[..., dict] | None = None,
+        *,
+        num_train: int = 300,
+        num_val: int = 60,
+        num_test: int = 60,
+        image_size: int = 64,
+        seed: int = 0,
+    ) -> None:
+        _check_split(split)
+        root = generate_shapes(
+            root, num_train=num_train, num_val=num_val, num_test=num_test, image_size=image_size, seed=seed
+        )
+        super().__init__(
+            img_dir=root / "segmentation" / "images" / split,
+            mask_dir=root / "segmentation" / "masks" / split,
+            classes=SEGMENTATION_CLASSES,
+            palette=SHAPES_PALETTE,
+            pipeline=pipeline,
+        )
+
+
+@DATASETS.register_module()
+class ShapesClassification(ImageFolderDataset):
+    """``generate_shapes`` (if not done yet), then the classification split as an ``ImageFolderDataset`` (3 classes)."""
+
+    def __init__(
+        self,
+        root: str | Path = "data/shapes",
+        split: str = "train",
+        pipeline: Sequence[Mapping[str, Any]] | Callable[..., dict] | None = None,
+        *,
+        num_train: int = 300,
+        num_val: int = 60,
+        num_test: int = 60,
+        image_size: int = 64,
+        seed: int = 0,
+    ) -> None:
+        _check_split(split)
+        root = generate_shapes(
+            root, num_train=num_train, num_val=num_val, num_test=num_test, image_size=image_size, seed=seed
+        )
+        super().__init__(root / "classification" / split, pipeline=pipeline, classes=SHAPE_CLASSES)

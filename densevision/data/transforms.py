@@ -1,1 +1,106 @@
-"""Placeholder; filled in by its owner."""
+"""Augmentation pipelines from config: albumentations transforms registered by their own names, not rewrapped.
+
+``dict(type='RandomCrop', height=224, width=224)`` builds ``A.RandomCrop(height=224, width=224)``. Composition
+wrappers (``OneOf``, ``SomeOf``, ``Sequential``, ...) take a nested ``transforms`` list of such dicts. A misspelt
+argument is an error naming the closest real one, rather than albumentations' warning that ignores it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import albumentations as A
+from albumentations.core.composition import BaseCompose
+from albumentations.core.transforms_interface import BasicTransform
+
+from densevision.registry import TRANSFORMS, ConfigError, close_matches
+
+__all__ = ["build_pipeline", "resolve_pipeline", "TASKS_WITH_PIPELINES"]
+
+TASKS_WITH_PIPELINES = ("segmentation", "classification", "detection")
+_COMPOSITIONS = ("OneOf", "SomeOf", "OneOrOther", "Sequential", "SelectiveChannelTransform", "RandomOrder")
+
+
+def _is_concrete_transform(obj: Any) -> bool:
+    """Public transform classes; the interface bases (BasicTransform, DualTransform, ...) build nothing useful."""
+    return (
+        inspect.isclass(obj)
+        and issubclass(obj, BasicTransform)
+        and obj.__module__ != "albumentations.core.transforms_interface"
+    )
+
+
+def _register_albumentations() -> None:
+    for name in dir(A):
+        obj = getattr(A, name)
+        if not name.startswith("_") and _is_concrete_transform(obj):
+            TRANSFORMS.register_module(name=name, module=obj)
+    for name in _COMPOSITIONS:
+        if hasattr(A, name):
+            TRANSFORMS.register_module(name=name, module=getattr(A, name))
+
+
+_register_albumentations()
+
+
+def _check_arguments(cls: type, cfg: Mapping[str, Any], where: str) -> None:
+    """Unknown argument names are errors (albumentations would only warn and ignore them), with close matches."""
+    parameters = inspect.signature(cls).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    for key in cfg:
+        if key != "type" and key not in parameters:
+            hint = close_matches(key, parameters)
+            suggestion = f"; did you mean {', '.join(map(repr, hint))}?" if hint else ""
+            raise ConfigError(
+                f"{where}: {cls.__name__} has no argument {key!r} (it takes {', '.join(parameters)}){suggestion}"
+            )
+
+
+def _build_transform(cfg: Mapping[str, Any], where: str) -> BasicTransform | BaseCompose:
+    if not isinstance(cfg, Mapping):
+        raise ConfigError(f"{where}: each pipeline step must be a dict with a 'type' key, got {cfg!r}")
+    source = getattr(cfg, "filename", None)
+    where = f"{where} (in {source})" if source else where
+    cfg = dict(cfg)
+    kind = cfg.get("type")
+    if "transforms" in cfg:
+        cfg["transforms"] = [
+            _build_transform(child, f"{where}.transforms[{i}]") for i, child in enumerate(cfg["transforms"])
+        ]
+    cls = TRANSFORMS.get(kind) if isinstance(kind, str) and kind in TRANSFORMS else kind
+    if inspect.isclass(cls):
+        _check_arguments(cls, cfg, where)
+    try:
+        return TRANSFORMS.build(cfg)
+    except ValueError as err:  # albumentations validates argument values with pydantic (a ValueError)
+        if isinstance(err, ConfigError):
+            raise ConfigError(f"{where}: {err}") from err
+        raise ConfigError(f"{where}: bad arguments for transform {kind!r}: {err}") from err
+
+
+def build_pipeline(cfgs: Sequence[Mapping[str, Any]] | None, task: str = "segmentation") -> A.Compose:
+    """An ``A.Compose`` from a list of transform dicts (``None`` or ``[]``: identity).
+
+    ``task`` sets what travels with the image: segmentation masks follow geometric transforms automatically;
+    detection adds ``bboxes`` in pascal_voc pixels (x1, y1, x2, y2) with their ``labels``.
+    """
+    if task not in TASKS_WITH_PIPELINES:
+        raise ValueError(f"unknown task {task!r} for build_pipeline; expected one of {TASKS_WITH_PIPELINES}")
+    if cfgs is not None and (isinstance(cfgs, (str, Mapping)) or not isinstance(cfgs, Sequence)):
+        raise ConfigError(f"a pipeline is a list of transform dicts, got {cfgs!r}")
+    transforms = [_build_transform(cfg, f"pipeline[{i}]") for i, cfg in enumerate(cfgs or [])]
+    if task == "detection":
+        return A.Compose(transforms, bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels"]))
+    return A.Compose(transforms)
+
+
+def resolve_pipeline(
+    pipeline: Sequence[Mapping[str, Any]] | Callable[..., dict] | None, task: str
+) -> Callable[..., dict]:
+    """What datasets accept as ``pipeline``: a config list (built here), a ready callable, or ``None``."""
+    if callable(pipeline):
+        return pipeline
+    return build_pipeline(pipeline, task=task)

@@ -1,1 +1,539 @@
-"""Placeholder; filled in by its owner."""
+"""The training loop that knows no task: it builds what the config names, feeds batches to ``task.loss`` and
+``task.predict``, and leaves what a loss or a metric means to the task and the metric.
+
+Config keys, with their defaults, are documented in configs/_base_/default_runtime.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import math
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
+
+from densevision.config import Config
+from densevision.engine import distributed
+from densevision.engine.checkpoint import (
+    BEST_CHECKPOINT,
+    LAST_CHECKPOINT,
+    capture_rng_state,
+    load_checkpoint,
+    load_model_weights,
+    resolve_resume,
+    restore_rng_state,
+    save_checkpoint,
+)
+from densevision.engine.errors import NonFiniteLossError, WorkDirError
+from densevision.engine.logging import RunLogger, progress_bar
+from densevision.engine.optim import OptimWrapper, ParamSchedulers, build_optim_wrapper, check_keys
+from densevision.engine.visualize import plot_curves, save_prediction_samples
+from densevision.registry import DATASETS, METRICS, TASKS, ConfigError
+
+__all__ = ["Runner", "seed_everything", "prepare_work_dir", "to_device", "ShardSampler"]
+
+logger = logging.getLogger("densevision")
+
+LOADER_KEYS = ("batch_size", "num_workers", "shuffle", "pin_memory", "drop_last", "persistent_workers", "dataset")
+TRAIN_CFG_DEFAULTS = {"max_epochs": None, "val_interval": 1}
+CHECKPOINT_DEFAULTS = {"monitor": None, "mode": "max"}
+EARLY_STOPPING_DEFAULTS = {"monitor": None, "patience": None, "mode": "max", "min_delta": 0.0}
+VISUALIZATION_DEFAULTS = {"num_samples": 4}
+CONFIG_FILE = "config.py"
+CURVES_FILE = "curves.png"
+PREDICTIONS_DIR = "predictions"
+
+
+def seed_everything(seed: int, *, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch (all devices); ``deterministic`` also asks torch for deterministic kernels.
+
+    Kernels without a deterministic version warn instead of failing, so one missing kernel does not stop a run.
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = False
+
+
+def _seed_worker(worker_id: int, *, rank: int) -> None:
+    """Per-worker and per-rank seeds for augmentations drawn from Python's and NumPy's generators.
+
+    torch already gives each worker ``base_seed + worker_id``; mixing in the rank keeps two processes from drawing the
+    same augmentations, and NumPy/Python follow torch instead of inheriting one state from the parent process.
+    """
+    seed = int(np.random.SeedSequence([torch.initial_seed(), rank]).generate_state(1)[0])
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def prepare_work_dir(path: str | os.PathLike) -> Path:
+    """Create ``path`` and prove it writable now, rather than failing at the first checkpoint an epoch later."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise WorkDirError(f"work dir {path} is not writable: {err.strerror or err}") from err
+    return path
+
+
+def to_device(value: Any, device: torch.device) -> Any:
+    """Move the tensors of a batch (also inside lists and dicts, e.g. detection boxes) to ``device``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, Mapping):
+        return {k: to_device(v, device) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_device(v, device) for v in value)
+    return value
+
+
+class ShardSampler(Sampler[int]):
+    """Evaluation order split across processes without padding (``DistributedSampler`` repeats samples to even out
+    the shards, which would count them twice in a metric); metrics sum their states across processes."""
+
+    def __init__(self, length: int, *, rank: int, world_size: int) -> None:
+        self.indices = range(rank, length, world_size)
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+class _LossForward(nn.Module):
+    """Routes ``forward`` to ``task.loss``, so DistributedDataParallel's forward hooks (gradient sync) run for it."""
+
+    def __init__(self, task: nn.Module) -> None:
+        super().__init__()
+        self.task = task
+
+    def forward(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        return self.task.loss(batch)
+
+
+def _section(cfg: Mapping[str, Any], name: str, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """``cfg[name]`` over ``defaults``, rejecting keys the runner does not read."""
+    given = cfg.get(name) or {}
+    if not isinstance(given, Mapping):
+        raise ConfigError(f"{name} must be a dict, got {given!r}")
+    check_keys(given, list(defaults), name)
+    return {**defaults, **given}
+
+
+def _better(value: float, best: float | None, mode: str, min_delta: float = 0.0) -> bool:
+    if best is None:
+        return True
+    return value > best + min_delta if mode == "max" else value < best - min_delta
+
+
+def _check_mode(section: Mapping[str, Any], name: str) -> None:
+    if section["mode"] not in ("max", "min"):
+        raise ConfigError(f"{name}.mode must be 'max' or 'min', got {section['mode']!r}")
+
+
+def _monitored(metrics: Mapping[str, float], key: str, section: str) -> float:
+    if key not in metrics:
+        raise ConfigError(f"{section}.monitor={key!r} is not among the evaluator's metrics {sorted(metrics)}")
+    return float(metrics[key])
+
+
+def _sample_targets(batch: Mapping[str, Any], index: int) -> dict[str, Any]:
+    """Image ``index``'s ground truth from a batch: its slice of every batched tensor or list, except image/meta."""
+    size = len(batch["image"])
+    target = {}
+    for key, value in batch.items():
+        if key in ("image", "meta"):
+            continue
+        if isinstance(value, (torch.Tensor, list, tuple)) and len(value) == size:
+            item = value[index]
+            target[key] = item.detach().cpu() if isinstance(item, torch.Tensor) else item
+    return target
+
+
+class Runner:
+    """Builds a task, its data, optimizer and schedules from a config; ``train()`` and ``test()`` run them.
+
+    One process or many (torchrun + ``launcher='pytorch'``): the main process alone writes files; metrics are summed
+    across processes by ``metric.sync()`` before ``compute()``.
+    """
+
+    def __init__(self, cfg: Mapping[str, Any]) -> None:
+        _register_components()
+        self.cfg = cfg if isinstance(cfg, Config) else Config(cfg)
+        if not self.cfg.get("work_dir"):
+            raise ConfigError("config has no work_dir (tools/train.py derives one from the config file name)")
+        self.dist = distributed.init_distributed(self.cfg.get("launcher", "none"), self.cfg.get("device"))
+        self.device = self.dist.device
+        self.work_dir = Path(self.cfg["work_dir"])
+        prepare_work_dir(self.work_dir)  # on every rank: a barrier would hang the others if rank 0 failed here
+        self.seed = int(self.cfg.get("seed", 0))
+        seed_everything(self.seed, deterministic=bool(self.cfg.get("deterministic", False)))
+        self.run_logger = RunLogger(self.work_dir, enabled=self.dist.is_main)
+        self.log_interval = int(self.cfg.get("log_interval", 10))
+        self.train_cfg = _section(self.cfg, "train_cfg", TRAIN_CFG_DEFAULTS)
+        self.checkpoint_cfg = _section(self.cfg, "checkpoint", CHECKPOINT_DEFAULTS)
+        _check_mode(self.checkpoint_cfg, "checkpoint")
+        self.early_stopping_cfg = (
+            _section(self.cfg, "early_stopping", EARLY_STOPPING_DEFAULTS) if self.cfg.get("early_stopping") else None
+        )
+        if self.early_stopping_cfg is not None:
+            _check_mode(self.early_stopping_cfg, "early_stopping")
+            patience = self.early_stopping_cfg["patience"]
+            if self.early_stopping_cfg["monitor"] is None or not isinstance(patience, int) or patience < 1:
+                given = dict(self.cfg["early_stopping"])
+                raise ConfigError(f"early_stopping needs a monitor and a patience >= 1, got {given}")
+        self.visualization_cfg = _section(self.cfg, "visualization", VISUALIZATION_DEFAULTS)
+
+        if "model" not in self.cfg:
+            raise ConfigError("config has no 'model' (a task from TASKS, e.g. dict(type='Segmentor', model=...))")
+        self.task: nn.Module = TASKS.build(self.cfg["model"]).to(self.device)
+        if self.cfg.get("sync_bn", False):
+            self.task, converted = distributed.convert_sync_batchnorm(self.task, self.device)
+            if not converted:
+                logger.info("sync_bn ignored: SyncBatchNorm needs several CUDA processes (device: %s)", self.device)
+
+        self.epoch = 0  # completed epochs
+        self.iteration = 0  # completed training iterations (batches)
+        self.best: dict[str, Any] = {"metric": None, "epoch": None}
+        self.early_stopping: dict[str, Any] = {"best": None, "bad_evaluations": 0}
+        self.history: dict[str, list[dict[str, float]]] = {"train": [], "val": []}
+        self.optim_wrapper: OptimWrapper | None = None
+        self.param_schedulers: ParamSchedulers | None = None
+        self.test_evaluator: Any = None
+        self._loader_generator = torch.Generator()
+
+    @classmethod
+    def from_cfg(cls, cfg: Mapping[str, Any]) -> Runner:
+        return cls(cfg)
+
+    # ----------------------------------------------------------------------------------------------------- building
+
+    def build_dataloader(self, name: str, *, train: bool) -> DataLoader:
+        """``cfg[name]`` -> DataLoader; ``batch_size`` is per process (the global batch is batch_size × processes)."""
+        section = self.cfg.get(name)
+        if not isinstance(section, Mapping) or "dataset" not in section:
+            example = f"{name} = dict(batch_size=4, dataset=dict(type=...))"
+            raise ConfigError(f"config has no {name} with a dataset, e.g. {example}")
+        check_keys(section, LOADER_KEYS, name)
+        dataset = DATASETS.build(section["dataset"])
+        rank, world_size = self.dist.rank, self.dist.world_size
+        sampler: Sampler[int]
+        if train:
+            # Shuffled from seed + epoch (set_epoch), so a resumed run sees the order an uninterrupted one would.
+            sampler = DistributedSampler(
+                dataset, num_replicas=world_size, rank=rank, shuffle=bool(section.get("shuffle", True)), seed=self.seed
+            )
+        else:
+            sampler = ShardSampler(len(dataset), rank=rank, world_size=world_size)
+        num_workers = int(section.get("num_workers", 0))
+        from densevision.data import collate
+
+        return DataLoader(
+            dataset,
+            batch_size=int(section.get("batch_size", 1)),
+            sampler=sampler,
+            num_workers=num_workers,
+            collate_fn=collate,
+            pin_memory=bool(section.get("pin_memory", True)) and self.device.type == "cuda",
+            drop_last=bool(section.get("drop_last", False)) if train else False,
+            persistent_workers=bool(section.get("persistent_workers", False)) and num_workers > 0,
+            worker_init_fn=functools.partial(_seed_worker, rank=rank),
+            generator=self._loader_generator,
+        )
+
+    def build_evaluator(self, name: str) -> Any:
+        section = self.cfg.get(name)
+        if not isinstance(section, Mapping):
+            raise ConfigError(f"config has no {name}, e.g. {name} = dict(type='SegmentationMetric', ...)")
+        return METRICS.build(section)
+
+    # ------------------------------------------------------------------------------------------------------ training
+
+    def train(self) -> dict[str, float]:
+        """Train for ``train_cfg.max_epochs`` (or until early stopping); returns the last validation metrics."""
+        max_epochs = self.train_cfg["max_epochs"]
+        if not isinstance(max_epochs, int) or max_epochs < 1:
+            raise ConfigError(f"train_cfg.max_epochs must be a positive integer, got {max_epochs!r}")
+        val_interval = self.train_cfg["val_interval"]
+        if not isinstance(val_interval, int) or val_interval < 1:
+            raise ConfigError(f"train_cfg.val_interval must be a positive integer, got {val_interval!r}")
+        train_loader = self.build_dataloader("train_dataloader", train=True)
+        has_val = self.cfg.get("val_dataloader") is not None
+        val_loader = self.build_dataloader("val_dataloader", train=False) if has_val else None
+        val_evaluator = self.build_evaluator("val_evaluator") if has_val else None
+        for loader in (train_loader, val_loader):
+            if loader is not None and hasattr(loader.dataset, "check"):
+                loader.dataset.check()
+        if hasattr(self.task, "on_train_start"):
+            self.task.on_train_start(train_loader.dataset)
+
+        self.optim_wrapper = build_optim_wrapper(self.task, _section_or_fail(self.cfg, "optim_wrapper"), self.device)
+        self.param_schedulers = ParamSchedulers(self.optim_wrapper.optimizer, self.cfg.get("param_scheduler"))
+        resume_from = resolve_resume(self.cfg.get("resume"), self.work_dir)
+        checkpoint = self._resume(resume_from) if resume_from is not None else None
+        loss_model: Callable[[Mapping[str, Any]], dict[str, torch.Tensor]] = self.task.loss
+        if distributed.is_distributed():
+            loss_model = DistributedDataParallel(
+                _LossForward(self.task), device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        if self.dist.is_main:
+            self._dump_config()
+
+        metrics: dict[str, float] = {}
+        with self.run_logger:
+            if checkpoint is not None:
+                logger.info("resumed from %s at epoch %d, iteration %d", resume_from, self.epoch, self.iteration)
+                restore_rng_state(checkpoint["rng"])  # last, so nothing after it draws numbers a straight run would not
+            elif self.cfg.get("resume") == "auto":
+                logger.info("resume='auto': no %s in %s, starting from scratch", LAST_CHECKPOINT, self.work_dir)
+            for epoch in range(self.epoch, max_epochs):
+                mean_loss = self._train_epoch(train_loader, loss_model, epoch, max_epochs)
+                self.history["train"].append({"epoch": epoch + 1, "loss": mean_loss})
+                evaluate = val_loader is not None and ((epoch + 1) % val_interval == 0 or epoch + 1 == max_epochs)
+                improved = stop = False
+                if evaluate:
+                    metrics = self._validate(val_loader, val_evaluator, epoch)
+                    improved, stop = self._track_progress(metrics, epoch)
+                self.epoch = epoch + 1
+                self._save_checkpoints(improved)
+                if self.dist.is_main:
+                    plot_curves(self.history, self.work_dir / CURVES_FILE, self._monitored_names())
+                if stop:
+                    break
+        return metrics
+
+    def _train_epoch(
+        self, loader: DataLoader, loss_model: Callable[..., dict[str, torch.Tensor]], epoch: int, max_epochs: int
+    ) -> float:
+        assert self.optim_wrapper is not None and self.param_schedulers is not None
+        optim, schedulers = self.optim_wrapper, self.param_schedulers
+        self.task.train()
+        loader.sampler.set_epoch(epoch)
+        self._loader_generator.manual_seed(self.seed + epoch)
+        schedulers.before_epoch(epoch)
+        num_iters = len(loader)
+        if num_iters == 0:
+            raise ConfigError(
+                f"train_dataloader yields no batches ({len(loader.dataset)} samples, batch_size {loader.batch_size}, "
+                f"{self.dist.world_size} process(es), drop_last={loader.drop_last})"
+            )
+        total_loss = 0.0
+        started = time.perf_counter()
+        bar = progress_bar(loader, total=num_iters, desc=f"epoch {epoch + 1}/{max_epochs}", enabled=self.dist.is_main)
+        for index, batch in enumerate(bar):
+            schedulers.before_iter(self.iteration)
+            lr = optim.lr
+            batch = to_device(batch, self.device)
+            stepping = optim.should_step(index, num_iters)
+            no_sync = isinstance(loss_model, DistributedDataParallel) and not stepping
+            with loss_model.no_sync() if no_sync else contextlib.nullcontext():
+                with optim.autocast():
+                    losses = loss_model(batch)
+                if "loss" not in losses:
+                    raise TypeError(f"{type(self.task).__name__}.loss() must return a dict with a 'loss' entry")
+                logged = self._reduce_losses(losses)
+                if not math.isfinite(logged["loss"]):
+                    raise NonFiniteLossError(
+                        f"loss is {logged['loss']} at epoch {epoch + 1}, iteration {index + 1}/{num_iters} "
+                        f"(global iteration {self.iteration + 1}); training stopped, the last good checkpoint is "
+                        f"{self.work_dir / LAST_CHECKPOINT} (lower the learning rate or enable clip_grad)"
+                    )
+                optim.backward(losses["loss"], group_size=optim.group_size(index, num_iters))
+            grad_norm = optim.step() if stepping else None
+            schedulers.after_iter(self.iteration)
+            self.iteration += 1
+            total_loss += logged["loss"]
+            bar.set_postfix(loss=f"{logged['loss']:.4f}", lr=f"{lr:.3g}", refresh=False)
+            if self.iteration % self.log_interval == 0:
+                record = {"mode": "train", "epoch": epoch + 1, "iter": index + 1, "step": self.iteration, "lr": lr}
+                record.update(logged)
+                if grad_norm is not None:
+                    record["grad_norm"] = grad_norm
+                self.run_logger.log(record)
+        schedulers.after_epoch(epoch)
+        mean_loss = total_loss / num_iters
+        seconds = time.perf_counter() - started
+        self.run_logger.log(
+            {"mode": "train_epoch", "epoch": epoch + 1, "step": self.iteration, "loss": mean_loss, "time": seconds}
+        )
+        logger.info("epoch %d/%d: mean loss %.4f, %.1f s", epoch + 1, max_epochs, mean_loss, seconds)
+        return mean_loss
+
+    @staticmethod
+    def _reduce_losses(losses: Mapping[str, torch.Tensor]) -> dict[str, float]:
+        """All loss entries averaged over processes in one collective; every rank then sees the same NaN."""
+        values = torch.stack([torch.as_tensor(v).detach().float().mean() for v in losses.values()])
+        return dict(zip(losses, distributed.all_reduce_mean(values).tolist()))
+
+    def _validate(self, loader: DataLoader, evaluator: Any, epoch: int) -> dict[str, float]:
+        samples_dir = self.work_dir / PREDICTIONS_DIR / f"epoch_{epoch + 1:03d}"
+        metrics = self.evaluate(loader, evaluator, samples_dir=samples_dir)
+        self.history["val"].append({"epoch": epoch + 1, **metrics})
+        self.run_logger.log({"mode": "val", "epoch": epoch + 1, "step": self.iteration, **metrics})
+        summary = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if "/" not in k)
+        logger.info("epoch %d validation: %s", epoch + 1, summary)
+        return metrics
+
+    def _monitored_names(self) -> list[str]:
+        names = [self.checkpoint_cfg["monitor"]]
+        if self.early_stopping_cfg is not None:
+            names.append(self.early_stopping_cfg["monitor"])
+        return list(dict.fromkeys(name for name in names if name is not None))
+
+    def _track_progress(self, metrics: Mapping[str, float], epoch: int) -> tuple[bool, bool]:
+        """Update the best metric and the early-stopping count; returns (new best, stop now)."""
+        improved = False
+        monitor = self.checkpoint_cfg["monitor"]
+        if monitor is not None:
+            value = _monitored(metrics, monitor, "checkpoint")
+            if _better(value, self.best["metric"], self.checkpoint_cfg["mode"]):
+                self.best = {"metric": value, "epoch": epoch + 1}
+                improved = True
+        stopping = self.early_stopping_cfg
+        if stopping is None:
+            return improved, False
+        value = _monitored(metrics, stopping["monitor"], "early_stopping")
+        if _better(value, self.early_stopping["best"], stopping["mode"], float(stopping["min_delta"])):
+            self.early_stopping = {"best": value, "bad_evaluations": 0}
+            return improved, False
+        self.early_stopping["bad_evaluations"] += 1
+        if self.early_stopping["bad_evaluations"] < stopping["patience"]:
+            return improved, False
+        logger.info(
+            "early stopping after epoch %d: %s has not improved on %.4f for %d evaluations",
+            epoch + 1,
+            stopping["monitor"],
+            self.early_stopping["best"],
+            stopping["patience"],
+        )
+        return improved, True
+
+    # --------------------------------------------------------------------------------------------------- evaluation
+
+    @torch.no_grad()
+    def evaluate(self, loader: DataLoader, evaluator: Any, *, samples_dir: Path | None = None) -> dict[str, float]:
+        """Predict every batch, feed the metric, sum its state over processes and compute it.
+
+        The first ``visualization.num_samples`` images are drawn into ``samples_dir`` (main process only).
+        """
+        self.task.eval()
+        evaluator.reset()
+        wanted = int(self.visualization_cfg["num_samples"]) if samples_dir is not None and self.dist.is_main else 0
+        samples: list[tuple[torch.Tensor, dict[str, Any], dict[str, Any]]] = []
+        bar = progress_bar(loader, total=len(loader), desc="evaluate", enabled=self.dist.is_main, leave=False)
+        for batch in bar:
+            batch = to_device(batch, self.device)
+            predictions = self.task.predict(batch)
+            evaluator.update(predictions, batch)
+            for index in range(min(wanted - len(samples), len(predictions))):
+                prediction = {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in predictions[index].items()}
+                samples.append((batch["image"][index].cpu(), prediction, _sample_targets(batch, index)))
+        evaluator.sync()
+        metrics = {k: float(v) for k, v in evaluator.compute().items()}
+        if samples and samples_dir is not None:
+            palette, classes = getattr(loader.dataset, "palette", None), getattr(loader.dataset, "classes", None)
+            save_prediction_samples(samples, samples_dir, palette=palette, classes=classes)
+        return metrics
+
+    def test(self, checkpoint: str | os.PathLike | None = None) -> dict[str, float]:
+        """Evaluate ``test_dataloader`` with ``test_evaluator`` (weights from ``checkpoint`` when given).
+
+        The evaluator stays on ``self.test_evaluator`` for its ``summary_table()``.
+        """
+        loader = self.build_dataloader("test_dataloader", train=False)
+        self.test_evaluator = self.build_evaluator("test_evaluator")
+        with self.run_logger:
+            if checkpoint is not None:
+                meta = load_model_weights(self.task, checkpoint).get("meta", {})
+                logger.info("testing %s (epoch %s)", checkpoint, meta.get("epoch", "?"))
+            metrics = self.evaluate(loader, self.test_evaluator, samples_dir=self.work_dir / PREDICTIONS_DIR / "test")
+            self.run_logger.log({"mode": "test", "checkpoint": str(checkpoint), **metrics})
+        return metrics
+
+    # -------------------------------------------------------------------------------------------------- checkpoints
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs to continue exactly as an uninterrupted one (tensors and primitives only)."""
+        assert self.optim_wrapper is not None and self.param_schedulers is not None
+        return {
+            "meta": {"epoch": self.epoch, "iteration": self.iteration, "world_size": self.dist.world_size},
+            "state_dict": self.task.state_dict(),
+            "optim_wrapper": self.optim_wrapper.state_dict(),
+            "param_schedulers": self.param_schedulers.state_dict(),
+            "best": dict(self.best),
+            "early_stopping": dict(self.early_stopping),
+            "history": {k: list(v) for k, v in self.history.items()},
+            "rng": capture_rng_state(),
+        }
+
+    def _save_checkpoints(self, improved: bool) -> None:
+        if not self.dist.is_main:
+            return
+        state = self.state_dict()
+        save_checkpoint(state, self.work_dir / LAST_CHECKPOINT)
+        if improved:
+            save_checkpoint(state, self.work_dir / BEST_CHECKPOINT)
+            logger.info(
+                "new best %s %.4f at epoch %d -> %s",
+                self.checkpoint_cfg["monitor"],
+                self.best["metric"],
+                self.best["epoch"],
+                self.work_dir / BEST_CHECKPOINT,
+            )
+
+    def _resume(self, path: Path) -> dict[str, Any]:
+        """Restore model, schedules, optimizer and counters (the caller restores RNG states just before the loop)."""
+        assert self.optim_wrapper is not None and self.param_schedulers is not None
+        checkpoint = load_checkpoint(path, map_location=self.device)
+        missing = [k for k in ("meta", "state_dict", "optim_wrapper", "param_schedulers", "rng") if k not in checkpoint]
+        if missing:
+            raise ConfigError(f"cannot resume from {path}: not a training checkpoint (no {', '.join(missing)})")
+        self.task.load_state_dict(checkpoint["state_dict"])
+        self.param_schedulers.load_state_dict(checkpoint["param_schedulers"])
+        self.optim_wrapper.load_state_dict(checkpoint["optim_wrapper"])  # after the schedulers, which set LRs
+        self.epoch = int(checkpoint["meta"]["epoch"])
+        self.iteration = int(checkpoint["meta"]["iteration"])
+        self.best = dict(checkpoint.get("best", self.best))
+        self.early_stopping = dict(checkpoint.get("early_stopping", self.early_stopping))
+        self.history = {k: list(v) for k, v in checkpoint.get("history", self.history).items()}
+        return checkpoint
+
+    def _dump_config(self) -> None:
+        try:
+            self.cfg.dump(self.work_dir / CONFIG_FILE)
+        except ConfigError as err:  # values built in code (classes) have no config-file spelling
+            logger.warning("config not written to %s: %s", self.work_dir / CONFIG_FILE, err)
+
+
+def _section_or_fail(cfg: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    section = cfg.get(name)
+    if not isinstance(section, Mapping):
+        raise ConfigError(f"config has no {name} dict (see configs/_base_/default_runtime.py)")
+    return section
+
+
+def _register_components() -> None:
+    """Import the packages whose modules fill TASKS, DATASETS and METRICS."""
+    import densevision.data  # noqa: F401
+    import densevision.evaluation  # noqa: F401
+    import densevision.models  # noqa: F401

@@ -12,7 +12,8 @@ class Metric:
     """Accumulates over a split, then reports: ``reset()``, ``update(preds, batch)``, ``compute() -> dict``.
 
     State that adds up across processes (confusion matrices, correct counts) lives in tensors named by
-    ``sum_states``; the default ``sync`` all-reduces them, so most metrics never write distributed code.
+    ``sum_states``; the default ``sync`` all-reduces them, so most metrics never write distributed code. A name may be
+    a dotted path (``'confusion.matrix'``) when the tensor lives on a helper object the metric holds.
     """
 
     sum_states: tuple[str, ...] = ()
@@ -31,12 +32,16 @@ class Metric:
         return "\n".join(f"{key:>24s}  {value:.4f}" for key, value in self.compute().items())
 
     def sync(self) -> None:
-        """Sum ``sum_states`` over all processes (no-op outside torch.distributed)."""
+        """Sum ``sum_states`` over all processes (no-op outside torch.distributed or with one process)."""
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return
         device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
         for name in self.sum_states:
-            state = getattr(self, name)
+            *parents, leaf = name.split(".")
+            owner = self
+            for parent in parents:
+                owner = getattr(owner, parent)
+            state = getattr(owner, leaf)
             reduced = state.to(device) if device is not None else state.clone()
             dist.all_reduce(reduced)
-            setattr(self, name, reduced.to(state.device))
+            setattr(owner, leaf, reduced.to(state.device))

@@ -104,7 +104,8 @@ class DenseLayer(nn.Module):
 
     def forward(self, features: Tensor | Sequence[Tensor]) -> Tensor:
         inputs = [features] if isinstance(features, Tensor) else list(features)
-        if self.memory_efficient and self.training and torch.is_grad_enabled():
+        # Recompute whenever a backward pass may follow, in eval mode too (frozen-BN fine-tuning, detection backbones).
+        if self.memory_efficient and torch.is_grad_enabled():
             out = self._first_stage_recomputed(inputs)
         else:
             out = self._first_stage(inputs)

@@ -1,0 +1,38 @@
+# Runtime defaults every top-level config inherits: every key the Runner reads, with its default value.
+# Models, datasets and schedules come from the other _base_ files; overrides: --cfg-options key.sub=value.
+
+work_dir = None  # None: tools/train.py uses work_dirs/<config file name>; --work-dir overrides
+seed = 0  # seeds Python, NumPy and torch; data-loader workers get per-rank, per-worker seeds derived from it
+deterministic = False  # True: deterministic kernels where torch has them (slower; warns where it has none)
+device = None  # None: CUDA when available (the GPU of the local rank), else CPU; or 'cpu' / 'cuda'
+launcher = "none"  # 'pytorch' under torchrun (tools/train.py --launcher pytorch); NCCL on CUDA, gloo on CPU
+sync_bn = False  # BatchNorm -> SyncBatchNorm across processes (CUDA only; small per-GPU batches)
+resume = None  # None, 'auto' (work_dir/last.pth when present) or a checkpoint path; --resume sets it
+
+# Loaders: batch_size is per process (global batch = batch_size x processes); shuffle applies to training only, and
+# follows seed + epoch, so a resumed run sees the same order; pin_memory is used on CUDA only.
+train_dataloader = dict(
+    batch_size=4, num_workers=2, shuffle=True, pin_memory=True, drop_last=False, persistent_workers=False, dataset=None
+)
+val_dataloader = None  # same keys as train_dataloader; None: no validation during training
+test_dataloader = None
+val_evaluator = None  # a metric from METRICS, e.g. dict(type='SegmentationMetric', ...)
+test_evaluator = None
+
+optim_wrapper = dict(
+    optimizer=dict(type="RMSprop", lr=1e-3, weight_decay=1e-4),  # any torch.optim optimizer by name
+    paramwise=dict(norm_decay_mult=0.0, bias_decay_mult=0.0),  # no weight decay on norm layers and biases
+    accumulate_steps=1,  # step every k batches (and at the end of each epoch): k batches of n act as one of k*n
+    clip_grad=None,  # or dict(max_norm=..., norm_type=2.0): clip the gradient norm before each step
+    amp=None,  # 'bf16' or 'fp16' (with a GradScaler): mixed precision on CUDA; ignored, with a log line, on CPU
+)
+# LR schedulers from torch.optim.lr_scheduler, chained (each multiplies the LR). by_epoch=True steps after every
+# epoch, False after every training iteration (batch); each runs on [begin, end) in those units, and a finite end
+# fills total_iters / T_max when not given. See configs/_base_/schedules/.
+param_scheduler = []
+
+train_cfg = dict(max_epochs=100, val_interval=1)  # evaluate every val_interval epochs and after the last one
+checkpoint = dict(monitor=None, mode="max")  # e.g. monitor='mIoU': also keep best.pth; last.pth is written every epoch
+early_stopping = None  # e.g. dict(monitor='mIoU', patience=150, mode='max', min_delta=0.0): patience in evaluations
+log_interval = 10  # iterations between metrics.jsonl / TensorBoard training records
+visualization = dict(num_samples=4)  # sample predictions drawn at each evaluation (work_dir/predictions/)

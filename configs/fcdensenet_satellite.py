@@ -1,0 +1,25 @@
+# A satellite-style mask-folder dataset (4-band 16-bit GeoTIFF tiles + index-PNG masks, 5 classes, 255 = unlabelled)
+# with FC-DenseNet67 taking 4 input bands; Tiramisu optimiser, Dice + cross-entropy loss.
+# Data: data/satellite/{images,masks}/{train,val,test}/ (see configs/_base_/datasets/mask_folder_example.py).
+_base_ = [
+    "_base_/default_runtime.py",
+    "_base_/models/fcdensenet67.py",
+    "_base_/datasets/mask_folder_example.py",
+    "_base_/schedules/tiramisu_camvid.py",
+]
+network.update(num_classes=len(classes), in_chans=4)
+model = dict(
+    type="Segmentor",
+    model=network,
+    loss=dict(
+        type="CombinedLoss",
+        losses=[dict(type="CrossEntropyLoss", ignore_index=255), dict(type="DiceLoss", ignore_index=255)],
+        weights=[1.0, 0.5],
+    ),
+    ignore_index=255,
+)
+train_dataloader = dict(batch_size=4, num_workers=2, shuffle=True, dataset=train_dataset)
+val_dataloader = dict(batch_size=1, num_workers=2, shuffle=False, dataset=val_dataset)
+test_dataloader = val_dataloader
+val_evaluator = dict(type="SegmentationMetric", num_classes=len(classes), ignore_index=255, class_names=classes)
+test_evaluator = val_evaluator

@@ -1,0 +1,393 @@
+"""Python config files: plain ``key = value`` modules composed with ``_base_`` and tuned with dotted overrides.
+
+A config is executed as Python, so it can compute values, but what it yields is data: nested dicts, lists and
+scalars that ``Registry.build`` turns into objects. Every nested dict is a ``ConfigDict`` that remembers which file it
+was loaded from, so a bad value found deep inside a build names the config file to fix.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import inspect
+import keyword
+import math
+import os
+import re
+import traceback
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import CodeType
+from typing import Any
+
+from densevision.registry import ConfigError, close_matches
+
+__all__ = ["Config", "ConfigDict", "ConfigError", "parse_cfg_options"]
+
+_BASE_KEY = "_base_"
+_DELETE_KEY = "_delete_"
+_LINE_WIDTH = 120
+_INDENT = "    "
+
+
+class ConfigDict(dict):
+    """A dict whose keys are also attributes (``cfg.model.type``); nested dicts, also inside lists, are ConfigDicts.
+
+    ``filename`` is an attribute, not a key: the config file this node was loaded from (``None`` when built in code),
+    read by ``Registry.build`` for its error messages. Keys that collide with dict methods or ``filename`` (``items``,
+    ``update``...) are still reachable by item access.
+    """
+
+    filename: str | None = None
+
+    def __init__(
+        self,
+        data: Mapping[str, Any] | Iterable[tuple[str, Any]] = (),
+        /,
+        *,
+        filename: str | None = None,
+        **items: Any,
+    ) -> None:
+        super().__init__()
+        object.__setattr__(self, "filename", filename)
+        self.update(data, **items)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            if name.startswith("__"):  # protocol probes (pickle, copy): no suggestion to compute
+                raise AttributeError(name) from None
+            raise AttributeError(self._missing_message(name)) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "filename":
+            object.__setattr__(self, name, value)
+        else:
+            self[name] = value
+
+    def __delattr__(self, name: str) -> None:
+        try:
+            del self[name]
+        except KeyError:
+            raise AttributeError(self._missing_message(name)) from None
+
+    def __missing__(self, key: Any) -> Any:
+        raise KeyError(self._missing_message(key))
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(key, _wrap(value, self.filename))
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def __ior__(self, other: Any) -> ConfigDict:
+        self.update(other)
+        return self
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def copy(self) -> ConfigDict:
+        return type(self)(self, filename=self.filename)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dicts and lists, e.g. for logging or JSON."""
+        return _unwrap(self)
+
+    def _missing_message(self, key: Any) -> str:
+        source = f" (in {self.filename})" if self.filename else ""
+        hint = close_matches(str(key), [str(k) for k in self])
+        suggestion = f"; did you mean {', '.join(map(repr, hint))}?" if hint else ""
+        return f"config has no key {key!r}{source}{suggestion}"
+
+
+def _wrap(value: Any, filename: str | None) -> Any:
+    """Plain dicts become ConfigDicts carrying ``filename`` (copies); a ConfigDict is stored as it is, like a dict."""
+    if isinstance(value, ConfigDict):
+        return value
+    if isinstance(value, Mapping):
+        return ConfigDict(value, filename=filename)
+    if isinstance(value, list):
+        return [_wrap(v, filename) for v in value]
+    if isinstance(value, tuple) and not hasattr(value, "_fields"):  # namedtuples are left as they are
+        return tuple(_wrap(v, filename) for v in value)
+    return value
+
+
+def _unwrap(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _unwrap(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unwrap(v) for v in value]
+    if isinstance(value, tuple) and not hasattr(value, "_fields"):
+        return tuple(_unwrap(v) for v in value)
+    return value
+
+
+class Config(ConfigDict):
+    """A whole config: the top-level ConfigDict, plus loading from files, dotted overrides and dumping."""
+
+    @classmethod
+    def fromfile(cls, path: str | os.PathLike) -> Config:
+        """Execute a Python config file, after loading and merging its ``_base_`` files (the child wins)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        return cls(_load(path.resolve(), chain=()), filename=str(path))
+
+    def merge_from_dict(self, options: Mapping[str, Any]) -> None:
+        """Apply overrides ``{'a.b.c': value}``; integer parts index lists (``'model.heads.0.num_classes'``).
+
+        The value replaces what is there (a dict value is not merged). Only the last part may be new: a missing parent
+        is almost always a typo, so it is an error that names the closest existing key.
+        """
+        for dotted, value in options.items():
+            parts = str(dotted).split(".")
+            if not all(parts):
+                raise ConfigError(f"config override {dotted!r}{self._source()} has an empty part")
+            _set_path(self, parts, value, dotted=str(dotted), done=0, filename=self.filename)
+
+    @property
+    def pretty_text(self) -> str:
+        """The config as a Python file of ``key = value`` lines, which ``Config.fromfile`` loads back."""
+        return self._text(strict=True)
+
+    def dump(self, path: str | os.PathLike) -> None:
+        """Write ``pretty_text`` to ``path`` (the text is built first, so a bad value leaves no partial file)."""
+        text = self.pretty_text
+        Path(path).write_text(text)
+
+    def __repr__(self) -> str:
+        return f"Config (path: {self.filename}):\n{self._text(strict=False)}"
+
+    def _text(self, strict: bool) -> str:
+        """``key = value`` lines; ``strict`` raises on what a config file cannot hold instead of writing its repr."""
+        lines = []
+        for key, value in self.items():
+            name = str(key)
+            if strict and not (isinstance(key, str) and _is_name(key) and not key.startswith("_")):
+                raise ConfigError(
+                    f"config key {key!r}{self._source()} cannot be written as a top-level name of a config file"
+                )
+            lines.append(f"{name} = {_format(value, name, depth=0, column=len(name) + 3, strict=strict)}")
+        return "\n".join(lines) + "\n"
+
+    def _source(self) -> str:
+        return f" (in {self.filename})" if self.filename else ""
+
+
+def parse_cfg_options(items: Iterable[str]) -> dict[str, Any]:
+    """``['a.b=1', 'c=[1,2]', 'e=hello']`` -> ``{'a.b': 1, 'c': [1, 2], 'e': 'hello'}``, for ``merge_from_dict``.
+
+    Values are Python literals where they parse (``ast.literal_eval``), otherwise the raw string, so ``e=hello`` needs
+    no quotes. Only the first ``=`` splits, so values may contain ``=``.
+    """
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"config option {item!r} must look like key=value (e.g. model.num_classes=5)")
+        try:
+            options[key] = ast.literal_eval(raw.strip())
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            options[key] = raw.strip()
+    return options
+
+
+def _display(path: Path) -> str:
+    """``path`` relative to the working directory when it lies below it: short messages for the usual ``configs/``."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _load(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    """The merged contents of the config at ``path`` (resolved); ``chain`` is the files that led here, for cycles.
+
+    The bases are loaded first and their values are visible in the child as plain names (copies), so a child can
+    compose what its bases define: ``train_dataloader = dict(batch_size=3, dataset=train_dataset)``.
+    """
+    if path in chain:
+        cycle = " -> ".join(_display(p) for p in (*chain[chain.index(path) :], path))
+        raise ConfigError(f"cyclic _base_ in config files: {cycle}")
+    code, declared_bases = _compile(path)
+    merged: dict[str, Any] = {}
+    for base in _base_paths(declared_bases, path):
+        merged = _merge(merged, _load(base, (*chain, path)))
+    namespace = _execute(path, code, copy.deepcopy(merged))
+    own = {
+        key: value
+        for key, value in namespace.items()
+        if not key.startswith("_")
+        and not (inspect.ismodule(value) or inspect.isroutine(value) or inspect.isclass(value))
+    }
+    return _merge(merged, own)
+
+
+def _compile(path: Path) -> tuple[CodeType, Any]:
+    """The compiled config and its ``_base_`` value, read before running it (a literal: the bases run first)."""
+    source = path.read_text()
+    try:
+        tree = ast.parse(source, str(path))
+    except SyntaxError as err:
+        code_line = f": {err.text.strip()}" if err.text else ""
+        raise ConfigError(f"syntax error in config {_display(path)}, line {err.lineno}: {err.msg}{code_line}") from err
+    bases = None
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == _BASE_KEY for t in node.targets):
+            try:
+                bases = ast.literal_eval(node.value)
+            except ValueError:
+                raise ConfigError(
+                    f"_base_ in config {_display(path)}, line {node.lineno} must be a literal path or list of paths"
+                ) from None
+    return compile(tree, str(path), "exec"), bases
+
+
+def _execute(path: Path, code: CodeType, inherited: dict[str, Any]) -> dict[str, Any]:
+    namespace: dict[str, Any] = {**inherited, "__file__": str(path), "__name__": f"densevision_config.{path.stem}"}
+    try:
+        exec(code, namespace)
+    except Exception as err:
+        lines = [frame.lineno for frame in traceback.extract_tb(err.__traceback__) if frame.filename == str(path)]
+        where = f", line {lines[-1]}" if lines else ""
+        raise ConfigError(f"error while executing config {_display(path)}{where}: {type(err).__name__}: {err}") from err
+    return namespace
+
+
+def _base_paths(base: Any, path: Path) -> list[Path]:
+    if base is None:
+        return []
+    names = [base] if isinstance(base, (str, os.PathLike)) else base
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, (str, os.PathLike)) for n in names):
+        raise ConfigError(f"_base_ in config {_display(path)} must be a path or a list of paths, got {base!r}")
+    paths = []
+    for name in names:
+        resolved = (path.parent / name).resolve()
+        if not resolved.is_file():
+            raise FileNotFoundError(
+                f"config file not found: {_display(resolved)} (the _base_ {name!r} of {_display(path)})"
+            )
+        paths.append(resolved)
+    return paths
+
+
+def _merge(base: dict[str, Any], child: Mapping[str, Any]) -> dict[str, Any]:
+    """``child`` over ``base``: dicts merge key by key, other values replace; ``_delete_=True`` replaces a dict."""
+    merged = dict(base)
+    for key, value in child.items():
+        if isinstance(value, Mapping):
+            value = dict(value)
+            replace = value.pop(_DELETE_KEY, False)
+            inherited = merged.get(key)
+            if isinstance(inherited, Mapping) and not replace:
+                value = _merge(dict(inherited), value)
+            else:
+                value = _merge({}, value)  # strip _delete_ markers nested in a value that has no base
+        merged[key] = value
+    return merged
+
+
+def _set_path(node: Any, parts: list[str], value: Any, dotted: str, done: int, filename: str | None) -> Any:
+    """Set ``parts`` under ``node`` and return the node (a tuple comes back as a new tuple for its parent to store)."""
+    part, rest = parts[0], parts[1:]
+    where = ".".join(dotted.split(".")[:done]) or "the config"
+    if isinstance(node, Mapping):
+        key: Any = part
+        if part not in node and _is_int(part) and int(part) in node:
+            key = int(part)
+        if rest:
+            if key not in node:
+                hint = close_matches(part, [str(k) for k in node])
+                suggestion = f"; closest keys: {', '.join(map(repr, hint))}" if hint else ""
+                raise ConfigError(f"cannot apply override {dotted!r}: {where} has no key {part!r}{suggestion}")
+            child = node[key]
+            updated = _set_path(child, rest, value, dotted, done + 1, filename)
+            if updated is not child:  # only a tuple is rebuilt; dicts and lists change in place
+                node[key] = updated
+        else:
+            node[key] = value
+        return node
+    if isinstance(node, (list, tuple)):
+        if not _is_int(part):
+            raise ConfigError(f"cannot apply override {dotted!r}: {where} is a list, so {part!r} must be an index")
+        index = int(part)
+        if not -len(node) <= index < len(node):
+            raise ConfigError(
+                f"cannot apply override {dotted!r}: index {index} is out of range for {where} (length {len(node)})"
+            )
+        items = node if isinstance(node, list) else list(node)
+        items[index] = _wrap(
+            _set_path(items[index], rest, value, dotted, done + 1, filename) if rest else value, filename
+        )
+        return items if isinstance(node, list) else tuple(items)
+    raise ConfigError(f"cannot apply override {dotted!r}: {where} is a {type(node).__name__}, not a dict or list")
+
+
+def _is_int(text: str) -> bool:
+    return re.fullmatch(r"-?[0-9]+", text) is not None
+
+
+def _format_block(value: Any, key: str, depth: int, strict: bool) -> str:
+    inner = _INDENT * (depth + 1)
+    if isinstance(value, Mapping):
+        as_call = _keyword_keys(value)
+        lines = []
+        for k, v in value.items():
+            child_key = f"{key}.{k}"
+            label = f"{k}=" if as_call else f"{_format_flat(k, child_key, strict)}: "
+            lines.append(f"{inner}{label}{_format(v, child_key, depth + 1, len(inner) + len(label), strict)},")
+        opening, closing = ("dict(", ")") if as_call else ("{", "}")
+    else:
+        lines = [f"{inner}{_format(v, f'{key}.{i}', depth + 1, len(inner), strict)}," for i, v in enumerate(value)]
+        opening, closing = ("[", "]") if isinstance(value, list) else ("(", ")")
+    return "\n".join([opening, *lines, _INDENT * depth + closing])
+
+
+def _format(value: Any, key: str, depth: int, column: int, strict: bool) -> str:
+    """``value`` as Python source: one line when it fits the line width from ``column``, else one item per line."""
+    flat = _format_flat(value, key, strict)
+    if column + len(flat) + 1 <= _LINE_WIDTH or not isinstance(value, (Mapping, list, tuple)) or not value:
+        return flat
+    return _format_block(value, key, depth, strict)
+
+
+def _format_flat(value: Any, key: str, strict: bool) -> str:
+    if value is None or isinstance(value, bool):
+        return repr(value)
+    if isinstance(value, (str, bytes)):  # via the base type: a str Enum's repr is no literal
+        return repr(str.__str__(value) if isinstance(value, str) else bytes(value))
+    if isinstance(value, int):
+        return repr(int(value))
+    if isinstance(value, float):
+        return repr(float(value)) if math.isfinite(value) else f"float('{value}')"
+    if isinstance(value, Mapping):
+        if _keyword_keys(value):
+            return "dict(" + ", ".join(f"{k}={_format_flat(v, f'{key}.{k}', strict)}" for k, v in value.items()) + ")"
+        items = (f"{_format_flat(k, key, strict)}: {_format_flat(v, f'{key}.{k}', strict)}" for k, v in value.items())
+        return "{" + ", ".join(items) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_format_flat(v, f"{key}.{i}", strict) for i, v in enumerate(value)) + "]"
+    if isinstance(value, tuple) and not hasattr(value, "_fields"):
+        body = ", ".join(_format_flat(v, f"{key}.{i}", strict) for i, v in enumerate(value))
+        return f"({body},)" if len(value) == 1 else f"({body})"
+    if strict:
+        raise ConfigError(
+            f"config key {key!r} holds {value!r} ({type(value).__name__}), which cannot be written as a Python literal"
+        )
+    return repr(value)
+
+
+def _keyword_keys(mapping: Mapping) -> bool:
+    """Whether ``mapping`` can be written as ``dict(key=value, ...)``."""
+    return bool(mapping) and all(isinstance(k, str) and _is_name(k) for k in mapping)
+
+
+def _is_name(text: str) -> bool:
+    return text.isidentifier() and not keyword.iskeyword(text)

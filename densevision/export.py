@@ -1,0 +1,207 @@
+"""ONNX export of a task model's forward with dynamic batch, height and width, checked against onnxruntime.
+
+The torch.export-based exporter (``dynamo=True``) is tried first: it records symbolic shapes, so the graph is valid
+at every size by construction. Models whose Python code branches on sizes in ways it cannot express symbolically
+(FC-DenseNet's crop of each transposed convolution to its skip, for one) make it fail; the TorchScript exporter then
+traces the model with ``dynamic_axes`` instead. A trace fixes each branch as taken at the export size, which is why
+every export is run through onnxruntime at a *different* batch and size and compared with PyTorch.
+
+``DenseBlock`` concatenates (rather than filling its preallocated no-grad buffer) while ``torch.onnx`` is exporting;
+both exporters handle the buffer path too, so this only keeps the graph simple.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+__all__ = ["ExportError", "ExportResult", "export_onnx", "check_onnx", "export_and_check", "input_channels"]
+
+INPUT_NAME = "images"
+OUTPUT_NAME = "logits"
+EXPORTERS = ("auto", "dynamo", "torchscript")
+
+
+class ExportError(RuntimeError):
+    """The model could not be exported, or the exported graph disagrees with PyTorch; the message says which."""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What ``export_and_check`` did: the file, the exporter used (and why dynamo was not), and the comparison."""
+
+    path: Path
+    exporter: str
+    opset: int
+    check_shape: tuple[int, ...]
+    max_abs_diff: float
+    fallback_reason: str | None = None
+
+
+def input_channels(model: nn.Module) -> int:
+    """Input bands of ``model``: its (or its ``.model``'s) ``in_chans``, else the first Conv2d's in_channels."""
+    for owner in (model, getattr(model, "model", None)):
+        value = getattr(owner, "in_chans", None)
+        if isinstance(value, int):
+            return value
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if conv is None:
+        raise ExportError(f"cannot tell the input channels of {type(model).__name__}; pass in_chans")
+    return conv.in_channels
+
+
+def _device(model: nn.Module) -> torch.device:
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def _first_line(err: BaseException) -> str:
+    """The innermost cause of ``err`` on one line (exporters wrap the real reason in a long generic message)."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(err)).splitlines() if line.strip()]
+    return f"{type(err).__name__}: {lines[0] if lines else ''}"
+
+
+def _export_dynamo(model: nn.Module, example: Tensor, path: Path, opset: int | None) -> int:
+    axes = {0: "batch", 2: "height", 3: "width"}
+    # torch.export prints the partial graph to stderr when it fails; the exception keeps the reason.
+    with contextlib.redirect_stderr(io.StringIO()):
+        program = torch.onnx.export(
+            model,
+            (example,),
+            dynamo=True,
+            dynamic_shapes=(axes,),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            opset_version=opset,
+            external_data=False,
+            verbose=False,
+        )
+    program.save(path, external_data=False)
+    return program.model.opset_imports[""]
+
+
+def _export_torchscript(model: nn.Module, example: Tensor, path: Path, spatial_output: bool, opset: int | None) -> int:
+    output_axes = {0: "batch", 2: "height", 3: "width"} if spatial_output else {0: "batch"}
+    opset = opset or 17
+    with warnings.catch_warnings():
+        # Chosen knowingly (dynamo failed), and traced size-dependence is what check_onnx looks for.
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        warnings.simplefilter("ignore", category=FutureWarning)
+        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message=".*[Ii]n-place op on output of tensor.shape.*")
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            dynamo=False,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch", 2: "height", 3: "width"}, OUTPUT_NAME: output_axes},
+            opset_version=opset,
+        )
+    return opset
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    input_size: Sequence[int] = (224, 224),
+    batch_size: int = 1,
+    in_chans: int | None = None,
+    opset: int | None = None,
+    exporter: str = "auto",
+) -> tuple[str, int, str | None]:
+    """Write ``model``'s forward (N×C×H×W ``images`` -> ``logits``) as ONNX with dynamic batch, height and width.
+
+    ``exporter`` is ``'dynamo'``, ``'torchscript'`` or ``'auto'`` (dynamo, then TorchScript if it fails). ``opset``
+    ``None`` takes the exporter's default. Returns the exporter used, the opset and why dynamo was not used (or None).
+    """
+    if exporter not in EXPORTERS:
+        raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
+    height, width = input_size
+    in_chans = in_chans or input_channels(model)
+    model = model.eval()
+    example = torch.randn(batch_size, in_chans, height, width, device=_device(model))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        spatial_output = model(example).dim() == 4
+        fallback_reason = None
+        if exporter in ("auto", "dynamo"):
+            try:
+                return "dynamo", _export_dynamo(model, example, path, opset), None
+            except Exception as err:  # the exporter raises many types (export guards, decompositions, onnxscript)
+                if exporter == "dynamo":
+                    raise ExportError(f"torch.export-based ONNX export failed: {_first_line(err)}") from err
+                fallback_reason = _first_line(err)
+        try:
+            return "torchscript", _export_torchscript(model, example, path, spatial_output, opset), fallback_reason
+        except Exception as err:
+            raise ExportError(f"TorchScript ONNX export failed: {_first_line(err)}") from err
+
+
+def check_onnx(
+    model: nn.Module, path: str | os.PathLike, *, input_shape: Sequence[int], atol: float = 1e-4, seed: int = 0
+) -> float:
+    """Run the ONNX file with onnxruntime and ``model`` with PyTorch on one random ``input_shape`` input; return the
+    largest absolute difference, raising ExportError when the shapes differ or it exceeds ``atol``."""
+    import onnxruntime
+
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randn(*input_shape, generator=generator)
+    with torch.no_grad():
+        expected = model.eval()(images.to(_device(model))).float().cpu().numpy()
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    try:
+        (actual,) = session.run([OUTPUT_NAME], {INPUT_NAME: images.numpy()})
+    except Exception as err:  # onnxruntime raises its own exception types for shape errors
+        raise ExportError(f"onnxruntime could not run {path} on an input of shape {tuple(input_shape)}: {err}") from err
+    if actual.shape != expected.shape:
+        raise ExportError(
+            f"{path} gives {OUTPUT_NAME} of shape {actual.shape} for input {tuple(input_shape)}; "
+            f"PyTorch gives {expected.shape}"
+        )
+    diff = float(np.abs(actual - expected).max()) if expected.size else 0.0
+    if not diff <= atol:
+        raise ExportError(
+            f"{path} differs from PyTorch by up to {diff:.3g} (tolerance {atol:g}) at input shape {tuple(input_shape)}"
+        )
+    return diff
+
+
+def export_and_check(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    input_size: Sequence[int] = (224, 224),
+    batch_size: int = 1,
+    check_size: Sequence[int] | None = None,
+    check_batch_size: int | None = None,
+    in_chans: int | None = None,
+    opset: int | None = None,
+    exporter: str = "auto",
+    atol: float = 1e-4,
+) -> ExportResult:
+    """``export_onnx``, then ``check_onnx`` at another batch and size (default: one more image, 32 pixels more each
+    way), so a graph that only works at the export size is caught here rather than in deployment."""
+    in_chans = in_chans or input_channels(model)
+    used, opset_used, reason = export_onnx(
+        model, path, input_size=input_size, batch_size=batch_size, in_chans=in_chans, opset=opset, exporter=exporter
+    )
+    height, width = check_size or (input_size[0] + 32, input_size[1] + 32)
+    shape = (check_batch_size or batch_size + 1, in_chans, height, width)
+    diff = check_onnx(model, path, input_shape=shape, atol=atol)
+    return ExportResult(Path(path), used, opset_used, shape, diff, reason)

@@ -1,0 +1,524 @@
+"""Prediction on image files at full resolution: the task model, the training pipeline's normalisation, tiling.
+
+Training sees normalised crops; users have whole images, often larger than memory allows and not multiples of 32. A
+predictor normalises exactly as the config's ``Normalize`` step, runs the task's ``forward`` (logits), and for large
+images slides overlapping windows whose softmax probabilities are averaged, so the result has no seams: with a model
+that looks at single pixels, tiled and whole-image predictions give the same mask and probabilities equal to float
+rounding.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import inspect
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from densevision.registry import DATASETS, TASKS, ConfigError
+
+__all__ = [
+    "Predictor",
+    "SegmentationPredictor",
+    "ClassificationPredictor",
+    "load_task",
+    "predictor_class",
+    "window_starts",
+    "find_images",
+    "overlay_mask",
+    "infer_files",
+    "SEGMENTATION_OUTPUTS",
+    "PREDICTIONS_CSV",
+]
+
+_SPLITS = ("test", "val", "train")  # where a config's pipeline and class names are looked up, in this order
+_TILE_WINDOWS = ("uniform", "hann")
+SEGMENTATION_OUTPUTS = ("mask", "color", "overlay")  # <stem>_<kind>.png
+PREDICTIONS_CSV = "predictions.csv"
+
+
+def load_task(
+    cfg: Mapping[str, Any], checkpoint: str | os.PathLike, *, device: str | torch.device = "cpu"
+) -> nn.Module:
+    """The task model of ``cfg.model`` with the checkpoint's weights, in eval mode on ``device``."""
+    import densevision.models  # noqa: F401  (registers architectures and tasks)
+    from densevision.engine.checkpoint import load_model_weights
+
+    if "model" not in cfg:
+        raise ConfigError(f"{getattr(cfg, 'filename', None) or 'the config'} has no 'model' (the task to predict with)")
+    task = TASKS.build(cfg["model"])
+    load_model_weights(task, checkpoint)
+    return task.to(device).eval()
+
+
+def _dataset_cfg(cfg: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    for split in _SPLITS:
+        dataset = cfg.get(f"{split}_dataset")
+        if isinstance(dataset, Mapping):
+            return dataset
+    return None
+
+
+def _dataset_attribute(cfg: Mapping[str, Any], name: str) -> Sequence | None:
+    """``classes``/``palette`` as the config's dataset sets it, else as its registered class defines it."""
+    dataset = _dataset_cfg(cfg)
+    if dataset is None:
+        return None
+    if dataset.get(name) is not None:
+        return dataset[name]
+    kind = dataset.get("type")
+    if isinstance(kind, str):
+        import densevision.data  # noqa: F401  (registers the datasets)
+
+        kind = DATASETS.get(kind) if kind in DATASETS else None
+    value = inspect.getattr_static(kind, name, None) if inspect.isclass(kind) else None
+    return value if isinstance(value, Sequence) and not isinstance(value, str) else None
+
+
+def _pipeline_step(cfg: Mapping[str, Any], names: Sequence[str]) -> Mapping[str, Any] | None:
+    """The last step of type ``names`` in the first split's pipeline (test, then val, then train) that has one."""
+    for split in _SPLITS:
+        dataset = cfg.get(f"{split}_dataset")
+        pipeline = dataset.get("pipeline") if isinstance(dataset, Mapping) else None
+        if not isinstance(pipeline, Sequence):
+            continue
+        steps = [
+            step
+            for step in pipeline
+            if isinstance(step, Mapping) and getattr(step.get("type"), "__name__", step.get("type")) in names
+        ]
+        if steps:
+            return steps[-1]
+    return None
+
+
+def _normalisation_from_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """mean, std and max_pixel_value of the pipeline's ``Normalize`` step, albumentations' defaults filling gaps."""
+    import albumentations as A
+
+    step = _pipeline_step(cfg, ("Normalize",))
+    if step is None:
+        raise ConfigError(
+            f"config {getattr(cfg, 'filename', None) or ''} has no Normalize step in the pipeline of "
+            f"{' / '.join(f'{s}_dataset' for s in _SPLITS)}; the predictor normalises images as that step does"
+        )
+    if step.get("normalization", "standard") != "standard":
+        raise ConfigError(
+            f"Normalize(normalization={step['normalization']!r}) in {getattr(step, 'filename', None) or 'the config'}"
+            " is not supported for prediction; use the standard (mean/std) normalisation"
+        )
+    defaults = inspect.signature(A.Normalize).parameters
+    return {key: step.get(key, defaults[key].default) for key in ("mean", "std", "max_pixel_value")}
+
+
+def _num_classes(cfg: Mapping[str, Any], task: nn.Module) -> int:
+    for owner in (task, getattr(task, "model", None)):
+        value = getattr(owner, "num_classes", None)
+        if isinstance(value, int):
+            return value
+    classes = _dataset_attribute(cfg, "classes")
+    if classes is not None:
+        return len(classes)
+    raise ConfigError(
+        f"cannot tell the number of classes of {type(task).__name__} from config "
+        f"{getattr(cfg, 'filename', None) or ''}: set num_classes on the model or classes on the dataset"
+    )
+
+
+def _as_pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, int) and v > 0 for v in pair):
+        raise ValueError(f"{name} must be a positive int or (height, width), got {value!r}")
+    return pair
+
+
+class Predictor:
+    """A task model in eval mode on a device, and images normalised as the training pipeline's ``Normalize`` did.
+
+    ``mean``/``std`` follow ``albumentations.Normalize``: ``(image - mean * max_pixel_value) / (std *
+    max_pixel_value)``, one value per band (or one for all bands).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        mean: float | Sequence[float],
+        std: float | Sequence[float],
+        max_pixel_value: float = 255.0,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        mean_values = np.atleast_1d(np.asarray(mean, dtype=np.float64)) * max_pixel_value
+        std_values = np.atleast_1d(np.asarray(std, dtype=np.float64)) * max_pixel_value
+        if mean_values.ndim != 1 or std_values.ndim != 1 or len(mean_values) != len(std_values):
+            raise ValueError(f"mean and std need one value per band (the same number), got mean={mean}, std={std}")
+        if np.any(std_values == 0):
+            raise ValueError(f"std must not be zero, got std={std}")
+        self.mean = torch.as_tensor(mean_values, dtype=torch.float32, device=self.device)[:, None, None]
+        self.std = torch.as_tensor(std_values, dtype=torch.float32, device=self.device)[:, None, None]
+
+    def to_tensor(self, image: np.ndarray) -> Tensor:
+        """An H×W (one band) or H×W×C image as a normalised C×H×W float32 tensor on the predictor's device."""
+        array = np.asarray(image)
+        if array.ndim == 2:
+            array = array[..., None]
+        if array.ndim != 3 or min(array.shape) == 0:
+            raise ValueError(f"expected an H×W or H×W×C image, got an array of shape {array.shape}")
+        bands = array.shape[2]
+        if len(self.mean) not in (1, bands):
+            raise ValueError(
+                f"image has {bands} band(s) but the normalisation has {len(self.mean)} mean/std values "
+                "(one per band expected)"
+            )
+        tensor = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32))
+        return (tensor.to(self.device) - self.mean) / self.std
+
+    @classmethod
+    def from_config(
+        cls, cfg: Mapping[str, Any], checkpoint: str | os.PathLike, *, device: str | torch.device = "cpu", **options
+    ) -> Predictor:
+        """The predictor for ``cfg.model`` (a Segmentor or a Classifier) with the checkpoint's weights.
+
+        Normalisation comes from the test (else val, else train) pipeline's ``Normalize`` step; class names and
+        palette from the dataset config or its class. ``options`` override the predictor's other arguments
+        (``tile_size=512``, ``top_k=3``...).
+        """
+        predictor_cls = cls if cls is not Predictor else predictor_class(cfg)
+        task = load_task(cfg, checkpoint, device=device)
+        arguments = {**predictor_cls._config_arguments(cfg, task), **options}
+        return predictor_cls(task, device=device, **arguments)
+
+    @classmethod
+    def _config_arguments(cls, cfg: Mapping[str, Any], task: nn.Module) -> dict[str, Any]:
+        return _normalisation_from_config(cfg)
+
+
+def predictor_class(cfg: Mapping[str, Any]) -> type[Predictor]:
+    """The predictor for the task ``cfg.model`` builds (Segmentor or Classifier, or a subclass), without building it."""
+    import densevision.models  # noqa: F401  (registers the tasks)
+    from densevision.models.tasks import Classifier, Segmentor
+
+    where = getattr(cfg, "filename", None) or "the config"
+    if not isinstance(cfg.get("model"), Mapping) or "type" not in cfg["model"]:
+        raise ConfigError(f"{where} has no model=dict(type=...) (the task to predict with)")
+    kind = cfg["model"]["type"]
+    task_cls = TASKS.get(kind) if isinstance(kind, str) else kind
+    for base, predictor in ((Segmentor, SegmentationPredictor), (Classifier, ClassificationPredictor)):
+        if inspect.isclass(task_cls) and issubclass(task_cls, base):
+            return predictor
+    raise ConfigError(f"no predictor for model.type={kind!r} in {where}; prediction supports Segmentor and Classifier")
+
+
+def window_starts(length: int, window: int, overlap: float) -> list[int]:
+    """Start offsets of windows of ``window`` pixels covering ``length`` with at least ``overlap`` (a fraction) shared
+    between neighbours; the last window ends at the border. A length within one window gives ``[0]``."""
+    if not 0 <= overlap < 1:
+        raise ValueError(f"tile overlap must be in [0, 1), got {overlap}")
+    if length <= window:
+        return [0]
+    stride = max(1, int(window * (1 - overlap)))
+    return [*range(0, length - window, stride), length - window]
+
+
+def _window_weights(height: int, width: int, kind: str, device: torch.device) -> Tensor:
+    """Per-pixel weights of one tile: uniform, or a Hann window (positive everywhere, so every pixel counts)."""
+    if kind == "uniform":
+        return torch.ones((height, width), dtype=torch.float64, device=device)
+
+    def hann(n: int) -> Tensor:
+        return torch.sin(torch.pi * (torch.arange(n, dtype=torch.float64, device=device) + 0.5) / n) ** 2
+
+    return hann(height)[:, None] * hann(width)[None, :]
+
+
+class SegmentationPredictor(Predictor):
+    """Per-pixel class probabilities and mask of a whole image, in one pass or in overlapping tiles.
+
+    ``tile_size`` (int or (h, w)) bounds the input the model sees; a larger image is covered by windows overlapping
+    by ``tile_overlap`` whose probabilities are averaged with ``tile_window`` weights (``'uniform'`` or ``'hann'``,
+    which favours tile centres where a network sees the most context). ``size_divisor`` zero-pads (in normalised
+    units) each input to a multiple of it and crops the logits back, for models that need it; FC-DenseNet does not.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        mean: float | Sequence[float],
+        std: float | Sequence[float],
+        num_classes: int,
+        max_pixel_value: float = 255.0,
+        palette: Sequence[Sequence[int]] | None = None,
+        classes: Sequence[str] | None = None,
+        tile_size: int | Sequence[int] | None = None,
+        tile_overlap: float = 0.25,
+        tile_window: str = "uniform",
+        batch_size: int = 4,
+        size_divisor: int | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        super().__init__(model, mean=mean, std=std, max_pixel_value=max_pixel_value, device=device)
+        from densevision.data.base import default_palette
+
+        self.num_classes = int(num_classes)
+        palette = default_palette(self.num_classes) if palette is None else palette
+        self.palette = [tuple(int(c) for c in colour) for colour in palette]
+        if len(self.palette) < self.num_classes:
+            raise ValueError(f"palette has {len(self.palette)} colours for {self.num_classes} classes")
+        self.classes = tuple(classes) if classes is not None else tuple(str(i) for i in range(self.num_classes))
+        self.tile_size = None if tile_size is None else _as_pair(tile_size, "tile_size")
+        window_starts(1, 1, tile_overlap)  # validates the overlap now rather than at the first large image
+        self.tile_overlap = float(tile_overlap)
+        if tile_window not in _TILE_WINDOWS:
+            raise ValueError(f"tile_window must be one of {_TILE_WINDOWS}, got {tile_window!r}")
+        self.tile_window = tile_window
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.batch_size = batch_size
+        if size_divisor is not None and size_divisor < 1:
+            raise ValueError(f"size_divisor must be a positive int or None, got {size_divisor}")
+        self.size_divisor = size_divisor
+
+    @classmethod
+    def _config_arguments(cls, cfg: Mapping[str, Any], task: nn.Module) -> dict[str, Any]:
+        return {
+            **_normalisation_from_config(cfg),
+            "num_classes": _num_classes(cfg, task),
+            "palette": _dataset_attribute(cfg, "palette"),
+            "classes": _dataset_attribute(cfg, "classes"),
+        }
+
+    def predict(self, image: np.ndarray) -> dict[str, np.ndarray]:
+        """``mask`` (H×W int64) and ``probs`` (num_classes×H×W float32) at the image's full resolution."""
+        probs = self.predict_probs(self.to_tensor(image))
+        return {"mask": probs.argmax(0).cpu().numpy().astype(np.int64), "probs": probs.cpu().numpy()}
+
+    @torch.inference_mode()
+    def predict_probs(self, image: Tensor) -> Tensor:
+        """Softmax probabilities (num_classes×H×W) of a normalised C×H×W tensor, tiled when larger than a tile."""
+        height, width = image.shape[-2:]
+        if self.tile_size is None or (height <= self.tile_size[0] and width <= self.tile_size[1]):
+            return self._logits(image[None]).float().softmax(1)[0]
+        tile_h, tile_w = min(self.tile_size[0], height), min(self.tile_size[1], width)
+        windows = [
+            (top, left)
+            for top in window_starts(height, tile_h, self.tile_overlap)
+            for left in window_starts(width, tile_w, self.tile_overlap)
+        ]
+        # float64 sums: with uniform weights an average of identical values is then exactly that value.
+        total = torch.zeros((self.num_classes, height, width), dtype=torch.float64, device=self.device)
+        weight_sum = torch.zeros((height, width), dtype=torch.float64, device=self.device)
+        weights = _window_weights(tile_h, tile_w, self.tile_window, self.device)
+        for first in range(0, len(windows), self.batch_size):
+            chunk = windows[first : first + self.batch_size]
+            tiles = torch.stack([image[:, top : top + tile_h, left : left + tile_w] for top, left in chunk])
+            probs = self._logits(tiles).float().softmax(1).double()
+            for (top, left), tile_probs in zip(chunk, probs):
+                total[:, top : top + tile_h, left : left + tile_w] += tile_probs * weights
+                weight_sum[top : top + tile_h, left : left + tile_w] += weights
+        return (total / weight_sum).float()
+
+    def _logits(self, images: Tensor) -> Tensor:
+        """The model's N×num_classes×h×w logits for N×C×h×w inputs, padded to ``size_divisor`` and cropped back."""
+        height, width = images.shape[-2:]
+        if self.size_divisor:
+            pad_h, pad_w = (-height) % self.size_divisor, (-width) % self.size_divisor
+            images = F.pad(images, (0, pad_w, 0, pad_h))
+        logits = self.model(images)
+        if not isinstance(logits, Tensor) or logits.dim() != 4 or logits.shape[1] != self.num_classes:
+            shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+            raise ValueError(
+                f"{type(self.model).__name__} returned {shape}; expected N×{self.num_classes}×H×W segmentation logits"
+            )
+        if logits.shape[-2:] != images.shape[-2:]:
+            raise ValueError(
+                f"{type(self.model).__name__} returned logits of size {tuple(logits.shape[-2:])} for an input of "
+                f"{tuple(images.shape[-2:])}; segmentation logits must come at the input size"
+            )
+        return logits[..., :height, :width]
+
+
+class ClassificationPredictor(Predictor):
+    """Class scores of a whole image and its ``top_k`` classes; ``input_size`` (h, w) resizes first, as the test
+    pipeline's Resize/CenterCrop did (``from_config`` takes it from there)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        mean: float | Sequence[float],
+        std: float | Sequence[float],
+        num_classes: int,
+        max_pixel_value: float = 255.0,
+        classes: Sequence[str] | None = None,
+        top_k: int = 5,
+        input_size: int | Sequence[int] | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        super().__init__(model, mean=mean, std=std, max_pixel_value=max_pixel_value, device=device)
+        self.num_classes = int(num_classes)
+        self.classes = tuple(classes) if classes is not None else tuple(str(i) for i in range(self.num_classes))
+        if len(self.classes) != self.num_classes:
+            raise ValueError(f"{len(self.classes)} class names for {self.num_classes} classes: {self.classes}")
+        if top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {top_k}")
+        self.top_k = min(top_k, self.num_classes)
+        self.input_size = None if input_size is None else _as_pair(input_size, "input_size")
+
+    @classmethod
+    def _config_arguments(cls, cfg: Mapping[str, Any], task: nn.Module) -> dict[str, Any]:
+        resize = _pipeline_step(cfg, ("Resize", "CenterCrop"))
+        return {
+            **_normalisation_from_config(cfg),
+            "num_classes": _num_classes(cfg, task),
+            "classes": _dataset_attribute(cfg, "classes"),
+            "input_size": None if resize is None else (resize["height"], resize["width"]),
+        }
+
+    @torch.inference_mode()
+    def predict(self, image: np.ndarray) -> dict[str, Any]:
+        """``label`` (int), ``scores`` (num_classes float32 softmax) and ``top_k`` [(label, score), ...] best first."""
+        tensor = self.to_tensor(image)[None]
+        if self.input_size is not None and tuple(tensor.shape[-2:]) != self.input_size:
+            tensor = F.interpolate(tensor, size=self.input_size, mode="bilinear", align_corners=False, antialias=True)
+        logits = self.model(tensor)
+        if not isinstance(logits, Tensor) or tuple(logits.shape) != (1, self.num_classes):
+            shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+            raise ValueError(f"{type(self.model).__name__} returned {shape}; expected N×{self.num_classes} logits")
+        scores = logits.float().softmax(1)[0]
+        top = scores.topk(self.top_k)
+        return {
+            "label": int(top.indices[0]),
+            "scores": scores.cpu().numpy(),
+            "top_k": [(int(i), float(s)) for i, s in zip(top.indices, top.values)],
+        }
+
+
+def find_images(pattern: str | os.PathLike) -> list[Path]:
+    """A file, the image files of a folder, or the image files matching a glob (``**`` recursive), sorted."""
+    from densevision.data.io import IMAGE_EXTENSIONS
+
+    path = Path(pattern)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        found = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+        if not found:
+            raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {path}")
+        return sorted(found)
+    found = [Path(p) for p in glob.glob(str(pattern), recursive=True)]
+    found = [p for p in found if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    if not found:
+        raise FileNotFoundError(f"no image file matched {str(pattern)!r} (a file, a folder or a glob pattern)")
+    return sorted(found)
+
+
+def _display_rgb(image: np.ndarray) -> np.ndarray:
+    """An image as H×W×3 uint8 for viewing: one band as grey, the first three of more; other dtypes min-max scaled."""
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = array[..., None]
+    array = np.repeat(array[..., :1], 3, axis=2) if array.shape[2] < 3 else array[..., :3]
+    if array.dtype == np.uint8:
+        return array
+    array = array.astype(np.float64)
+    low, high = float(array.min()), float(array.max())
+    scaled = (array - low) / (high - low) if high > low else np.zeros_like(array)
+    return np.round(scaled * 255).astype(np.uint8)
+
+
+def overlay_mask(
+    image: np.ndarray, mask: np.ndarray, palette: Sequence[Sequence[int]], alpha: float = 0.5
+) -> np.ndarray:
+    """The image (as ``_display_rgb``) blended with the mask's palette colours: ``(1 - alpha) * image + alpha *
+    colour``, H×W×3 uint8."""
+    from densevision.data.io import colourise_mask
+
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"overlay alpha must be in [0, 1], got {alpha}")
+    rgb = _display_rgb(image).astype(np.float32)
+    if rgb.shape[:2] != np.shape(mask)[:2]:
+        raise ValueError(f"image size {rgb.shape[:2]} and mask size {np.shape(mask)[:2]} differ")
+    colours = colourise_mask(np.asarray(mask), [tuple(c) for c in palette]).astype(np.float32)
+    return np.round((1 - alpha) * rgb + alpha * colours).astype(np.uint8)
+
+
+def _save_segmentation(
+    predictor: SegmentationPredictor, image: np.ndarray, prediction: Mapping[str, np.ndarray], stem: Path, alpha: float
+) -> list[Path]:
+    from PIL import Image
+
+    from densevision.data.io import write_colour_mask, write_mask_png
+
+    mask_path, colour_path, overlay_path = (stem.with_name(f"{stem.name}_{kind}.png") for kind in SEGMENTATION_OUTPUTS)
+    write_mask_png(mask_path, prediction["mask"], predictor.palette if predictor.num_classes <= 256 else None)
+    write_colour_mask(colour_path, prediction["mask"], predictor.palette)
+    Image.fromarray(overlay_mask(image, prediction["mask"], predictor.palette, alpha)).save(overlay_path)
+    return [mask_path, colour_path, overlay_path]
+
+
+def _classification_row(predictor: ClassificationPredictor, path: Path, prediction: Mapping[str, Any]) -> list:
+    row: list = [
+        str(path),
+        prediction["label"],
+        predictor.classes[prediction["label"]],
+        f"{prediction['top_k'][0][1]:.6f}",
+    ]
+    for label, score in prediction["top_k"][1:]:
+        row += [label, predictor.classes[label], f"{score:.6f}"]
+    return row
+
+
+def infer_files(
+    predictor: Predictor,
+    paths: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    *,
+    alpha: float = 0.5,
+    progress: Callable[[Iterable[Path]], Iterable[Path]] = iter,
+) -> list[Path]:
+    """Predict every image in ``paths`` and write the results under ``out_dir``; returns the files written.
+
+    Segmentation writes ``<stem>_mask.png`` (class indices, palette PNG), ``<stem>_color.png`` and
+    ``<stem>_overlay.png`` at full resolution; classification writes one ``predictions.csv`` (label, class and score,
+    then the other top-k). ``progress`` wraps the path iterator (``tqdm``), so the caller decides what is shown.
+    """
+    from densevision.data.io import read_image
+
+    if not isinstance(predictor, (SegmentationPredictor, ClassificationPredictor)):
+        raise TypeError(f"infer_files needs a SegmentationPredictor or ClassificationPredictor, got {predictor!r}")
+    paths = [Path(p) for p in paths]
+    stems: dict[str, Path] = {}
+    for path in paths:
+        if path.stem in stems and stems[path.stem] != path:
+            raise ValueError(f"{stems[path.stem]} and {path} share the name {path.stem!r}; their outputs would collide")
+        stems[path.stem] = path
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    rows: list[list] = []
+    for path in progress(paths):
+        image = read_image(path)  # DatasetError naming the file when it cannot be read
+        prediction = predictor.predict(image)
+        if isinstance(predictor, SegmentationPredictor):
+            written += _save_segmentation(predictor, image, prediction, out / path.stem, alpha)
+        else:
+            rows.append(_classification_row(predictor, path, prediction))
+    if isinstance(predictor, ClassificationPredictor):
+        header = ["image", "label", "class", "score"]
+        for rank in range(2, predictor.top_k + 1):
+            header += [f"top{rank}_label", f"top{rank}_class", f"top{rank}_score"]
+        csv_path = out / PREDICTIONS_CSV
+        with open(csv_path, "w", newline="") as handle:
+            csv.writer(handle).writerows([header, *rows])
+        written.append(csv_path)
+    return written

@@ -1,0 +1,113 @@
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from densevision.data.checks import DatasetError
+from densevision.data.image_folder import CIFAR10Folder, ImageFolderDataset
+from tests.data.fakes import random_image
+
+
+def _class_tree(root, counts):
+    rng = np.random.default_rng(0)
+    for name, count in counts.items():
+        (root / name).mkdir(parents=True)
+        for i in range(count):
+            Image.fromarray(random_image(rng, 9, 11)).save(root / name / f"{i}.png")
+
+
+def test_classes_from_sorted_subfolders(tmp_path):
+    _class_tree(tmp_path, {"dog": 2, "cat": 1})
+    (tmp_path / "dog" / "readme.txt").write_text("ignored: not an image")
+    dataset = ImageFolderDataset(tmp_path)
+    assert dataset.classes == ("cat", "dog") and dataset.num_classes == 2 and len(dataset) == 3
+    sample = dataset[2]
+    assert sample["label"].dtype == torch.int64 and int(sample["label"]) == 1
+    assert sample["image"].shape == (3, 9, 11) and sample["image"].dtype == torch.float32
+    assert sample["meta"] == {"path": str(tmp_path / "dog" / "1.png"), "ori_shape": (9, 11)}
+    assert dataset.check().counts == [1, 2]
+
+
+def test_given_classes_pick_and_order_folders(tmp_path):
+    _class_tree(tmp_path, {"a": 1, "b": 2, "c": 1})
+    dataset = ImageFolderDataset(tmp_path, classes=["c", "a"])
+    assert dataset.classes == ("c", "a")
+    assert [int(dataset[i]["label"]) for i in range(len(dataset))] == [0, 1]
+    with pytest.raises(DatasetError, match=r"\['z'\] not found"):
+        ImageFolderDataset(tmp_path, classes=["a", "z"])
+
+
+def test_pipeline_applies(tmp_path):
+    _class_tree(tmp_path, {"a": 1})
+    sample = ImageFolderDataset(tmp_path, pipeline=[dict(type="CenterCrop", height=4, width=6)])[0]
+    assert sample["image"].shape == (3, 4, 6)
+
+
+def test_empty_class_folder_named(tmp_path):
+    _class_tree(tmp_path, {"a": 1, "b": 0})
+    (tmp_path / "b" / "notes.txt").write_text("x")
+    with pytest.raises(DatasetError, match=f"no images.*{tmp_path / 'b'}"):
+        ImageFolderDataset(tmp_path)
+
+
+def test_no_class_folders_and_missing_root(tmp_path):
+    with pytest.raises(DatasetError, match="no class sub-folders"):
+        ImageFolderDataset(tmp_path)
+    with pytest.raises(DatasetError, match=f"{tmp_path / 'nope'} not found"):
+        ImageFolderDataset(tmp_path / "nope")
+
+
+def test_check_names_unreadable_image(tmp_path):
+    _class_tree(tmp_path, {"a": 2})
+    (tmp_path / "a" / "1.png").write_bytes(b"garbage")
+    with pytest.raises(DatasetError, match=f"cannot read image {tmp_path / 'a' / '1.png'}"):
+        ImageFolderDataset(tmp_path).check()
+
+
+@pytest.fixture
+def fake_cifar(tmp_path, monkeypatch):
+    """CIFAR-10 batches in torchvision's pickle format; md5 checks disabled because the bytes are fake."""
+    import torchvision.datasets.cifar as cifar
+
+    monkeypatch.setattr(cifar, "check_integrity", lambda *args, **kwargs: True)
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    batches = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batches[name] = {"data": rng.integers(0, 256, (2, 3072), dtype=np.uint8), "labels": [3, 7]}
+        (folder / name).write_bytes(pickle.dumps(batches[name]))
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": names}))
+    return tmp_path, batches
+
+
+def test_cifar10_reads_python_batches(fake_cifar):
+    root, batches = fake_cifar
+    train = CIFAR10Folder(root, "train", pipeline=[dict(type="HorizontalFlip", p=1.0)])
+    test = CIFAR10Folder(root, "test")
+    assert (len(train), len(test), train.num_classes, train.classes[3]) == (10, 2, 10, "cat")
+    sample = test[1]
+    expected = batches["test_batch"]["data"][1].reshape(3, 32, 32)
+    np.testing.assert_array_equal(sample["image"].numpy(), expected)
+    assert int(sample["label"]) == 7 and sample["meta"]["ori_shape"] == (32, 32)
+    np.testing.assert_array_equal(
+        train[0]["image"].numpy(), batches["data_batch_1"]["data"][0].reshape(3, 32, 32)[..., ::-1]
+    )
+    assert test.check().counts == [0, 0, 0, 1, 0, 0, 0, 1, 0, 0]
+
+
+def test_cifar10_missing_batches_named(tmp_path):
+    with pytest.raises(DatasetError, match=r"data_batch_1.*batches\.meta in .*cifar-10-batches-py"):
+        CIFAR10Folder(tmp_path, "train")
+
+
+def test_cifar10_corrupt_batches_reported(fake_cifar, monkeypatch):
+    import torchvision.datasets.cifar as cifar
+
+    root, _ = fake_cifar
+    monkeypatch.setattr(cifar, "check_integrity", lambda *args, **kwargs: False)
+    with pytest.raises(DatasetError, match="failed torchvision's check"):
+        CIFAR10Folder(root, "test")

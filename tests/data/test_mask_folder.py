@@ -1,0 +1,134 @@
+import numpy as np
+import pytest
+import tifffile
+import torch
+from PIL import Image
+
+from densevision.data.checks import DatasetError
+from densevision.data.io import write_colour_mask, write_mask_png
+from densevision.data.mask_folder import MaskFolderDataset
+from densevision.registry import DATASETS
+from tests.data.fakes import random_image
+
+CLASSES = ("background", "building", "road")
+
+
+def _tree(root, stems, *, image_writer, mask_suffix=".png", values=3):
+    rng = np.random.default_rng(1)
+    masks = {}
+    for stem in stems:
+        (root / "img" / stem).parent.mkdir(parents=True, exist_ok=True)
+        image_writer(root / "img" / stem, rng)
+        masks[stem] = rng.integers(0, values, (12, 10)).astype(np.uint8)
+        write_mask_png(root / "ann" / f"{stem}{mask_suffix}", masks[stem])
+    return masks
+
+
+def _rgb_png(path, rng):
+    Image.fromarray(random_image(rng, 12, 10)).save(f"{path}.png")
+
+
+def test_pairs_by_stem_in_subfolders_with_mask_suffix(tmp_path):
+    masks = _tree(tmp_path, ["b", "a", "sub/c"], image_writer=_rgb_png, mask_suffix="_mask.png")
+    dataset = MaskFolderDataset(tmp_path / "img", tmp_path / "ann", CLASSES, mask_suffix="_mask.png")
+    assert [p.name for p, _ in dataset.samples] == ["a.png", "b.png", "c.png"]
+    assert dataset.samples[2][1] == tmp_path / "ann" / "sub" / "c_mask.png"
+    np.testing.assert_array_equal(dataset[2]["mask"].numpy(), masks["sub/c"])
+    assert dataset.num_classes == 3 and len(dataset.palette) == 3 and len(set(dataset.palette)) == 3
+
+
+def test_image_without_mask_names_it(tmp_path):
+    _tree(tmp_path, ["a", "b"], image_writer=_rgb_png)
+    (tmp_path / "ann" / "b.png").unlink()
+    with pytest.raises(DatasetError, match=r"have no mask.*img/b\.png"):
+        MaskFolderDataset(tmp_path / "img", tmp_path / "ann", CLASSES)
+
+
+@pytest.mark.parametrize("missing", ["img", "ann"])
+def test_missing_folder_names_it(tmp_path, missing):
+    _tree(tmp_path, ["a"], image_writer=_rgb_png)
+    kwargs = {"img_dir": tmp_path / "img", "mask_dir": tmp_path / "ann"}
+    kwargs["img_dir" if missing == "img" else "mask_dir"] = tmp_path / "nope"
+    with pytest.raises(DatasetError, match=f"folder {tmp_path / 'nope'} not found"):
+        MaskFolderDataset(classes=CLASSES, **kwargs)
+
+
+def test_duplicate_stem_is_an_error(tmp_path):
+    _tree(tmp_path, ["a"], image_writer=_rgb_png)
+    Image.fromarray(np.zeros((12, 10, 3), np.uint8)).save(tmp_path / "img" / "a.jpg")
+    with pytest.raises(DatasetError, match="share the stem 'a'"):
+        MaskFolderDataset(tmp_path / "img", tmp_path / "ann", CLASSES)
+
+
+def test_img_suffix_filters_images(tmp_path):
+    _tree(tmp_path, ["a"], image_writer=_rgb_png)
+    (tmp_path / "img" / "notes.txt").write_text("not an image")
+    Image.fromarray(np.zeros((12, 10, 3), np.uint8)).save(tmp_path / "img" / "z.jpg")
+    dataset = MaskFolderDataset(tmp_path / "img", tmp_path / "ann", CLASSES, img_suffix=".png")
+    assert [p.name for p, _ in dataset.samples] == ["a.png"]
+
+
+def test_four_band_16bit_tiff_images(tmp_path):
+    def tiff(path, rng):
+        tifffile.imwrite(f"{path}.tif", rng.integers(0, 65536, (4, 12, 10), dtype=np.uint16), photometric="minisblack")
+
+    _tree(tmp_path, ["t1", "t2"], image_writer=tiff)
+    pipeline = [
+        dict(type="RandomCrop", height=8, width=8),
+        dict(type="HorizontalFlip", p=1.0),
+        dict(type="Normalize", mean=(0.5,) * 4, std=(0.25,) * 4, max_pixel_value=65535.0),
+    ]
+    dataset = MaskFolderDataset(tmp_path / "img", tmp_path / "ann", CLASSES, img_suffix=".tif", pipeline=pipeline)
+    sample = dataset[0]
+    assert sample["image"].shape == (4, 8, 8) and sample["image"].dtype == torch.float32
+    assert sample["mask"].shape == (8, 8)
+    assert -2.01 <= float(sample["image"].min()) and float(sample["image"].max()) <= 2.01
+    assert dataset.check().num_images == 2
+
+
+def test_single_channel_images(tmp_path):
+    def gray(path, rng):
+        Image.fromarray(random_image(rng, 12, 10, channels=1)).save(f"{path}.png")
+
+    _tree(tmp_path, ["g"], image_writer=gray)
+    sample = MaskFolderDataset(tmp_path / "img", tmp_path / "ann", CLASSES)[0]
+    assert sample["image"].shape == (1, 12, 10)
+
+
+def test_rgb_coded_masks_via_palette(tmp_path):
+    palette = [(0, 0, 0), (255, 0, 0), (0, 0, 255)]
+    rng = np.random.default_rng(0)
+    (tmp_path / "img").mkdir()
+    _rgb_png(tmp_path / "img" / "a", rng)
+    indices = rng.integers(0, 3, (12, 10))
+    write_colour_mask(tmp_path / "ann" / "a.png", indices, palette)
+    dataset = MaskFolderDataset(tmp_path / "img", tmp_path / "ann", CLASSES, palette=palette)
+    np.testing.assert_array_equal(dataset.read_mask(0), indices)
+    assert dataset.palette == palette
+    without_palette = MaskFolderDataset(tmp_path / "img", tmp_path / "ann", CLASSES)
+    with pytest.raises(DatasetError, match="colour-coded"):
+        without_palette.check()
+
+
+def test_reduce_zero_label(tmp_path):
+    (tmp_path / "img").mkdir()
+    _rgb_png(tmp_path / "img" / "a", np.random.default_rng(0))
+    write_mask_png(tmp_path / "ann" / "a.png", np.array([[0, 1, 2, 3, 255] * 2] * 12))
+    dataset = MaskFolderDataset(tmp_path / "img", tmp_path / "ann", CLASSES, reduce_zero_label=True)
+    np.testing.assert_array_equal(dataset.read_mask(0)[0, :5], [255, 0, 1, 2, 255])
+    assert dataset.check().counts == [12 * 2, 12 * 2, 12 * 2]
+
+
+def test_check_value_outside_classes_names_value_and_file(tmp_path):
+    _tree(tmp_path, ["a", "b"], image_writer=_rgb_png)
+    write_mask_png(tmp_path / "ann" / "b.png", np.full((12, 10), 7))
+    dataset = DATASETS.build(dict(type="MaskFolderDataset", img_dir=tmp_path / "img", mask_dir=tmp_path / "ann",
+                                  classes=CLASSES))  # fmt: skip
+    with pytest.raises(DatasetError, match=rf"\[7\] in {tmp_path / 'ann' / 'b.png'}.*ignore index 255"):
+        dataset.check()
+
+
+def test_palette_length_must_match_classes(tmp_path):
+    _tree(tmp_path, ["a"], image_writer=_rgb_png)
+    with pytest.raises(ValueError, match="palette has 2 colours for 3 classes"):
+        MaskFolderDataset(tmp_path / "img", tmp_path / "ann", CLASSES, palette=[(0, 0, 0), (1, 1, 1)])

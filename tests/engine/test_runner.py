@@ -1,0 +1,197 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from densevision.config import Config
+from densevision.engine import runner as runner_module
+from densevision.engine.checkpoint import load_checkpoint
+from densevision.engine.errors import CheckpointError, NonFiniteLossError, WorkDirError
+from densevision.engine.runner import Runner, seed_everything
+from densevision.registry import ConfigError
+from tests.engine.toys import ToySegmentation, ToySegmentor, toy_config
+
+
+def records(work_dir, mode):
+    lines = (work_dir / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["mode"] == mode]
+
+
+def test_a_run_writes_checkpoints_logs_plots_and_samples(tmp_path):
+    ToySegmentation.checked.clear()
+    cfg = toy_config(tmp_path, visualization=dict(num_samples=2), log_interval=2)
+    cfg["train_dataloader"]["num_workers"] = 2
+    runner = Runner(cfg)
+    metrics = runner.train()
+
+    assert ToySegmentation.checked == [8, 8]  # train and val datasets checked before training
+    expected_counts = torch.bincount(ToySegmentation().masks.flatten(), minlength=3)
+    assert torch.equal(runner.task.class_counts, expected_counts)  # on_train_start saw the training masks
+    assert [r["step"] for r in records(tmp_path, "train")] == [2, 4, 6, 8]  # 4 iterations per epoch, every 2nd
+    assert {"loss", "loss_ce", "lr"} <= set(records(tmp_path, "train")[0])
+    val = records(tmp_path, "val")
+    assert [r["epoch"] for r in val] == [1, 2] and val[-1]["acc"] == pytest.approx(metrics["acc"])
+    assert Config.fromfile(tmp_path / "config.py")["train_cfg"]["max_epochs"] == 2
+    assert (tmp_path / "curves.png").stat().st_size > 0
+    assert sorted(p.name for p in (tmp_path / "predictions" / "epoch_002").iterdir()) == [
+        "sample_00.png",
+        "sample_01.png",
+    ]
+    last = load_checkpoint(tmp_path / "last.pth")
+    assert last["meta"]["epoch"] == 2 and last["meta"]["iteration"] == 8
+    best = load_checkpoint(tmp_path / "best.pth")
+    accuracies = [r["acc"] for r in val]
+    assert best["meta"]["epoch"] == 1 + int(np.argmax(accuracies))
+    assert best["best"]["metric"] == pytest.approx(max(accuracies))
+
+    tested = runner.test(tmp_path / "last.pth")
+    assert tested == pytest.approx(metrics)  # the test split is the validation split here
+    assert "acc" in runner.test_evaluator.summary_table()
+
+
+def resumable_config(work_dir, **overrides):
+    """Everything a resume must restore: dropout and flips (global RNG), shuffling, momentum, accumulation with a
+    remainder, a per-iteration warm-up chained with a per-epoch decay, early-stopping and best-metric state."""
+    dataset = dict(type="EngineToySegmentation", num_samples=8, flip=True)
+    return toy_config(
+        work_dir,
+        model=dict(type="EngineToySegmentor", drop_rate=0.3),
+        train_dataloader=dict(batch_size=3, num_workers=0, shuffle=True, dataset=dataset),
+        optim_wrapper=dict(
+            optimizer=dict(type="RMSprop", lr=1e-2, momentum=0.9, weight_decay=1e-4),
+            paramwise=dict(norm_decay_mult=0.0, bias_decay_mult=0.0),
+            accumulate_steps=2,
+            clip_grad=dict(max_norm=1.0),
+        ),
+        param_scheduler=[
+            dict(type="LinearLR", start_factor=0.1, by_epoch=False, begin=0, end=4),
+            dict(type="ExponentialLR", gamma=0.9, by_epoch=True),
+        ],
+        train_cfg=dict(max_epochs=3, val_interval=1),
+        early_stopping=dict(monitor="acc", patience=5, mode="max"),
+        **overrides,
+    )
+
+
+def test_an_interrupted_and_resumed_run_ends_like_an_uninterrupted_one(tmp_path, monkeypatch):
+    Runner(resumable_config(tmp_path / "straight")).train()
+
+    interrupted = tmp_path / "interrupted"
+    original_loss = ToySegmentor.loss
+
+    def loss_until_interrupt(self, batch):  # Ctrl-C in the middle of epoch 3 (3 iterations per epoch)
+        if self.loss_calls == 7:
+            raise KeyboardInterrupt
+        return original_loss(self, batch)
+
+    monkeypatch.setattr(ToySegmentor, "loss", loss_until_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        Runner(resumable_config(interrupted)).train()
+    monkeypatch.undo()
+    assert load_checkpoint(interrupted / "last.pth")["meta"]["epoch"] == 2
+
+    torch.manual_seed(1234)  # whatever the process did in between must not matter
+    Runner(resumable_config(interrupted, resume="auto")).train()
+
+    expected = load_checkpoint(tmp_path / "straight" / "last.pth")
+    actual = load_checkpoint(interrupted / "last.pth")
+    assert actual["meta"] == expected["meta"]
+    for key, value in expected["state_dict"].items():
+        torch.testing.assert_close(actual["state_dict"][key], value, atol=1e-6, rtol=0)
+    expected_moments = expected["optim_wrapper"]["optimizer"]["state"]
+    for index, state in actual["optim_wrapper"]["optimizer"]["state"].items():
+        torch.testing.assert_close(state["square_avg"], expected_moments[index]["square_avg"], atol=1e-6, rtol=0)
+    assert actual["optim_wrapper"]["optimizer"]["param_groups"][0]["lr"] == pytest.approx(
+        expected["optim_wrapper"]["optimizer"]["param_groups"][0]["lr"]
+    )
+    assert actual["history"] == expected["history"]
+    assert actual["best"] == expected["best"] and actual["early_stopping"] == expected["early_stopping"]
+
+
+def test_early_stopping_after_patience_evaluations_without_improvement(tmp_path):
+    cfg = toy_config(
+        tmp_path,
+        optim_wrapper=dict(optimizer=dict(type="SGD", lr=0.0)),  # nothing changes, so nothing improves
+        train_cfg=dict(max_epochs=10, val_interval=1),
+        early_stopping=dict(monitor="acc", patience=2, mode="max"),
+    )
+    Runner(cfg).train()
+    last = load_checkpoint(tmp_path / "last.pth")
+    assert last["meta"]["epoch"] == 3  # epoch 1 sets the best, epochs 2 and 3 fail to beat it
+    assert last["early_stopping"]["bad_evaluations"] == 2
+    assert len(records(tmp_path, "val")) == 3
+
+
+def test_a_nan_loss_stops_with_epoch_and_iteration_and_keeps_the_last_checkpoint(tmp_path):
+    cfg = toy_config(tmp_path, model=dict(type="EngineToySegmentor", nan_at_call=6))  # 4 iterations per epoch
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at epoch 2, iteration 2/4 \(global iteration 6\)"):
+        Runner(cfg).train()
+    assert load_checkpoint(tmp_path / "last.pth")["meta"]["epoch"] == 1
+
+
+def test_a_failed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
+    cfg = toy_config(tmp_path, checkpoint=dict(monitor=None))
+    last = tmp_path / "last.pth"
+    real_save = torch.save
+    seen = {}
+
+    def save_failing_at_epoch_two(obj, file, *args, **kwargs):
+        if obj["meta"]["epoch"] == 2:
+            seen["before"] = last.read_bytes()
+            file.write(b"half a checkpoint")
+            raise OSError(28, "No space left on device")
+        real_save(obj, file, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save_failing_at_epoch_two)
+    with pytest.raises(CheckpointError, match="could not write checkpoint .*last.pth.*No space left"):
+        Runner(cfg).train()
+    assert last.read_bytes() == seen["before"]
+    assert load_checkpoint(last)["meta"]["epoch"] == 1
+    assert not [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]
+
+
+def test_an_unwritable_work_dir_fails_before_training(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(WorkDirError, match="work dir .*file/run is not writable"):
+        Runner(toy_config(tmp_path / "file" / "run"))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (dict(train_cfg=dict(max_epoch=2)), "unknown key 'max_epoch' in train_cfg; did you mean 'max_epochs'"),
+        (dict(checkpoint=dict(monitor="mIoU")), r"checkpoint.monitor='mIoU' is not among .*\['acc', 'pixels'\]"),
+        (dict(checkpoint=dict(monitor="acc", mode="maximum")), "checkpoint.mode must be 'max' or 'min'"),
+        (dict(early_stopping=dict(monitor="acc")), "early_stopping needs a monitor and a patience"),
+        (dict(train_cfg=dict(max_epochs=0)), "max_epochs must be a positive integer"),
+        (dict(train_dataloader=dict(batch_size=2)), "config has no train_dataloader with a dataset"),
+        (dict(visualization=dict(samples=2)), "did you mean 'num_samples'"),
+    ],
+)
+def test_bad_runner_config_names_the_key(tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        Runner(toy_config(tmp_path, **overrides)).train()
+
+
+def test_seeding_and_deterministic_mode():
+    try:
+        seed_everything(3, deterministic=True)
+        assert torch.are_deterministic_algorithms_enabled()
+        first = (np.random.rand(), torch.rand(2))
+        seed_everything(3)
+        assert not torch.are_deterministic_algorithms_enabled()
+        second = (np.random.rand(), torch.rand(2))
+    finally:
+        seed_everything(0)
+    assert first[0] == second[0] and torch.equal(first[1], second[1])
+
+
+def test_dataloader_workers_draw_different_numbers_on_different_ranks():
+    def worker_draw(rank):
+        torch.manual_seed(42)  # the same base seed on both ranks
+        runner_module._seed_worker(0, rank=rank)
+        return np.random.rand(), torch.rand(()).item()
+
+    assert worker_draw(0) == worker_draw(0)
+    assert worker_draw(0)[0] != worker_draw(1)[0] and worker_draw(0)[1] != worker_draw(1)[1]

@@ -1,0 +1,170 @@
+import pytest
+import torch
+from torch import nn
+
+from densevision.models.blocks import DenseBlock, DenseLayer, Transition, make_act
+
+
+def _block(*, memory_efficient: bool, num_layers: int = 3, in_channels: int = 6, **kwargs) -> DenseBlock:
+    torch.manual_seed(0)
+    return DenseBlock(num_layers, in_channels, 4, memory_efficient=memory_efficient, **kwargs).double()
+
+
+def _saved_tensor_bytes(block: nn.Module, x: torch.Tensor) -> int:
+    """Bytes of the distinct storages autograd keeps for backward while ``block`` runs forward on ``x``."""
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        block(x)
+    return sum(storages.values())
+
+
+@pytest.mark.parametrize("bottleneck_width", [4, None])
+def test_dense_layer_shapes_and_module_names(bottleneck_width):
+    layer = DenseLayer(10, 4, bottleneck_width=bottleneck_width)
+    out = layer([torch.randn(2, 6, 8, 8), torch.randn(2, 4, 8, 8)])
+    assert out.shape == (2, 4, 8, 8)
+    expected = {"norm1", "relu1", "conv1"} | ({"norm2", "relu2", "conv2"} if bottleneck_width else set())
+    assert {name for name, _ in layer.named_children()} == expected
+    assert layer.conv1.out_channels == (16 if bottleneck_width else 4)
+
+
+@pytest.mark.parametrize(("return_new_only", "channels"), [(False, 6 + 3 * 4), (True, 3 * 4)])
+def test_dense_block_channels(return_new_only, channels):
+    block = DenseBlock(3, 6, 4, return_new_only=return_new_only)
+    x = torch.randn(2, 6, 8, 8)
+    out = block(x)
+    assert block.out_channels == channels and out.shape == (2, channels, 8, 8)
+    assert list(block) == ["denselayer1", "denselayer2", "denselayer3"]
+    if not return_new_only:
+        assert torch.equal(out[:, :6], x)
+
+
+def test_dense_block_rejects_zero_layers():
+    with pytest.raises(ValueError, match="num_layers=0"):
+        DenseBlock(0, 6, 4)
+
+
+@pytest.mark.parametrize("return_new_only", [False, True])
+@pytest.mark.parametrize("memory_efficient", [False, True])
+def test_inference_buffer_equals_concatenation(return_new_only, memory_efficient):
+    block = _block(memory_efficient=memory_efficient, return_new_only=return_new_only).eval()
+    x = torch.randn(2, 6, 8, 8, dtype=torch.float64)
+    concatenated = block(x)  # grad enabled: the concatenating path
+    with torch.no_grad():
+        buffered = block(x)
+    assert buffered.shape == concatenated.shape
+    torch.testing.assert_close(buffered, concatenated, rtol=0, atol=1e-12)
+
+
+def _step(block: DenseBlock, x: torch.Tensor, seed: int) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+    x = x.clone().requires_grad_(True)
+    torch.manual_seed(seed)
+    out = block(x)
+    (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+    return out.detach(), [p.grad for p in block.parameters()], x.grad
+
+
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("bottleneck_width", [4, None])
+def test_memory_efficient_matches_plain_outputs_and_gradients(train, bottleneck_width):
+    options = dict(drop_rate=0.3, bottleneck_width=bottleneck_width)
+    plain = _block(memory_efficient=False, **options).train(train)
+    efficient = _block(memory_efficient=True, **options).train(train)
+    efficient.load_state_dict(plain.state_dict())
+    x = torch.randn(3, 6, 8, 8, dtype=torch.float64)
+
+    out_plain, grads_plain, x_grad_plain = _step(plain, x, seed=7)
+    out_efficient, grads_efficient, x_grad_efficient = _step(efficient, x, seed=7)
+
+    torch.testing.assert_close(out_efficient, out_plain, rtol=0, atol=1e-12)
+    torch.testing.assert_close(x_grad_efficient, x_grad_plain, rtol=0, atol=1e-12)
+    assert len(grads_plain) == len(grads_efficient) == len(list(plain.parameters()))
+    for grad_efficient, grad_plain in zip(grads_efficient, grads_plain, strict=True):
+        assert grad_plain is not None and grad_plain.abs().sum() > 0
+        torch.testing.assert_close(grad_efficient, grad_plain, rtol=0, atol=1e-12)
+    if train:  # dropout really ran: some outputs are exactly zero in both, at the same places
+        assert (out_plain == 0).sum() > 0
+
+
+def test_memory_efficient_updates_running_stats_exactly_once():
+    plain = _block(memory_efficient=False).train()
+    efficient = _block(memory_efficient=True).train()
+    efficient.load_state_dict(plain.state_dict())
+    x = torch.randn(3, 6, 8, 8, dtype=torch.float64)
+    _step(plain, x, seed=1)
+    _step(efficient, x, seed=1)
+
+    norms = [name for name, module in efficient.named_modules() if isinstance(module, nn.BatchNorm2d)]
+    assert norms and all(efficient.get_submodule(n).num_batches_tracked.item() == 1 for n in norms)
+    for (name, buf_efficient), (_, buf_plain) in zip(efficient.named_buffers(), plain.named_buffers(), strict=True):
+        torch.testing.assert_close(buf_efficient, buf_plain, rtol=0, atol=1e-12, msg=name)
+    # and the step moved them: running means are no longer their initial zeros
+    assert efficient.denselayer2.norm1.running_mean.abs().sum() > 0
+
+
+def test_training_memory_is_quadratic_in_depth_plain_and_linear_memory_efficient():
+    x = torch.randn(2, 4, 16, 16, dtype=torch.float64, requires_grad=True)
+
+    def saved(memory_efficient: bool) -> list[int]:
+        blocks = [_block(memory_efficient=memory_efficient, num_layers=d, in_channels=4).train() for d in (4, 8, 16)]
+        return [_saved_tensor_bytes(block, x) for block in blocks]
+
+    plain, efficient = saved(False), saved(True)
+    # memory-efficient keeps a fixed amount per layer: doubling the depth exactly doubles it
+    assert efficient[1] == 2 * efficient[0] and efficient[2] == 2 * efficient[1]
+    # plain keeps every layer's growing concatenation: m(L) = aL + bL^2, so the part beyond linear,
+    # m(2L) - 2m(L) = 2bL^2, quadruples from L to 2L
+    beyond_linear = [plain[1] - 2 * plain[0], plain[2] - 2 * plain[1]]
+    assert beyond_linear[0] > 0.2 * plain[1] and beyond_linear[1] == 4 * beyond_linear[0]
+    assert efficient[2] < plain[2] / 2
+
+
+def test_memory_efficient_also_recomputes_in_eval_mode():
+    """Fine-tuning with frozen BatchNorm (eval mode, gradients on) must keep the memory saving."""
+    x = torch.randn(2, 4, 16, 16, dtype=torch.float64, requires_grad=True)
+    plain = _saved_tensor_bytes(_block(memory_efficient=False, num_layers=8, in_channels=4).eval(), x)
+    efficient = _saved_tensor_bytes(_block(memory_efficient=True, num_layers=8, in_channels=4).eval(), x)
+    assert efficient < 0.6 * plain  # without recomputation both would be equal
+
+
+def test_memory_efficient_is_plain_without_grad():
+    block = _block(memory_efficient=True).train()
+    x = torch.randn(2, 6, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        out = block(x)
+    assert out.shape == (2, 18, 8, 8) and block.denselayer1.norm1.num_batches_tracked.item() == 1
+
+
+@pytest.mark.parametrize(
+    ("pool", "pool_type", "size"), [("avg", nn.AvgPool2d, 4), ("max", nn.MaxPool2d, 4), (None, None, 8)]
+)
+def test_transition(pool, pool_type, size):
+    transition = Transition(8, 4, pool=pool)
+    assert transition(torch.randn(1, 8, 8, 8)).shape == (1, 4, size, size)
+    assert transition.out_channels == 4
+    assert [name for name, _ in transition.named_children()][:3] == ["norm", "relu", "conv"]
+    assert (pool_type is None and not hasattr(transition, "pool")) or isinstance(transition.pool, pool_type)
+
+
+def test_transition_rejects_unknown_pool():
+    with pytest.raises(ValueError, match="'median'"):
+        Transition(8, 4, pool="median")
+
+
+def test_norm_and_activation_layers_are_passed_in():
+    block = DenseBlock(2, 8, 4, norm_layer=lambda c: nn.GroupNorm(2, c), act_layer=nn.SiLU)
+    layer = block.denselayer2
+    assert isinstance(layer.norm1, nn.GroupNorm) and layer.norm1.num_channels == 12
+    assert isinstance(layer.relu1, nn.SiLU) and layer.relu1.inplace
+    assert block(torch.randn(1, 8, 8, 8)).shape == (1, 16, 8, 8)
+
+
+def test_make_act_uses_inplace_when_available():
+    assert make_act(nn.ReLU).inplace
+    assert isinstance(make_act(nn.GELU), nn.GELU)

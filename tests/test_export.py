@@ -1,0 +1,156 @@
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from densevision.engine.checkpoint import save_checkpoint
+from densevision.export import ExportError, check_onnx, export_and_check, export_onnx, input_channels
+from densevision.models.blocks import DenseBlock, Transition
+from densevision.models.tasks import Segmentor
+
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "export.py"
+
+
+class TinyDenseSegmenter(nn.Module):
+    """Stem, dense block, max-pool transition, new-maps-only dense block, 1x1 classifier, upsampling to input size."""
+
+    def __init__(self, in_chans: int = 3, num_classes: int = 4) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(in_chans, 8, 3, padding=1)
+        self.down = DenseBlock(3, 8, 4, bottleneck_width=None)
+        self.transition = Transition(self.down.out_channels, 8, pool="max")
+        self.up = DenseBlock(2, 8, 4, bottleneck_width=2, return_new_only=True)
+        self.head = nn.Conv2d(self.up.out_channels, num_classes, 1)
+        for module in self.modules():  # non-trivial running statistics, so eval-mode BN matters
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.head(self.up(self.transition(self.down(self.stem(x)))))
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class TinyDenseClassifier(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = DenseBlock(2, 3, 4, bottleneck_width=None)
+        self.fc = nn.Linear(self.block.out_channels, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.block(x).mean((2, 3)))
+
+
+class DataDependent(nn.Module):
+    """Branches on a tensor value: torch.export cannot capture it, a trace can (both branches agree here)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.abs().max() > 0:
+            return self.conv(x)
+        return self.conv(x) * 0
+
+
+class WidthSpecialised(nn.Module):
+    """Scales by the width read as a Python number: a trace bakes the export width in as a constant."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x) * float(x.shape[-1])
+
+
+def _input_dims(path: Path) -> list:
+    dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
+    return [d.dim_param or d.dim_value for d in dims]
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_dense_segmenter_exports_with_dynamic_batch_and_size(tmp_path, exporter):
+    model = TinyDenseSegmenter().eval()
+    path = tmp_path / "seg.onnx"
+    used, opset, reason = export_onnx(model, path, input_size=(32, 32), exporter=exporter)
+    assert used == exporter and reason is None and opset >= 17
+    assert _input_dims(path) == ["batch", 3, "height", "width"]
+    for shape in [(2, 3, 48, 64), (3, 3, 37, 29)]:  # other batches and sizes, odd ones too
+        assert check_onnx(model, path, input_shape=shape, atol=1e-4) < 1e-4
+
+
+def test_classifier_exports_with_dynamic_batch(tmp_path):
+    result = export_and_check(TinyDenseClassifier(), tmp_path / "cls.onnx", input_size=(16, 16), batch_size=2)
+    assert result.exporter == "dynamo" and result.check_shape == (3, 3, 48, 48)
+    assert result.max_abs_diff < 1e-4
+
+
+def test_auto_falls_back_to_torchscript_and_says_why(tmp_path, capfd):
+    result = export_and_check(DataDependent(), tmp_path / "dd.onnx", input_size=(8, 8))
+    assert result.exporter == "torchscript" and result.fallback_reason
+    assert "data-dependent" in result.fallback_reason.lower() or "guard" in result.fallback_reason.lower()
+    assert result.max_abs_diff < 1e-5
+    assert capfd.readouterr().err == ""  # torch.export's dump of the failed graph is not passed on
+    with pytest.raises(ExportError, match="torch.export"):
+        export_onnx(DataDependent(), tmp_path / "dd2.onnx", input_size=(8, 8), exporter="dynamo")
+
+
+def test_a_graph_valid_only_at_the_export_size_is_caught(tmp_path):
+    path = tmp_path / "w.onnx"
+    export_onnx(WidthSpecialised(), path, input_size=(8, 8), exporter="torchscript")
+    assert check_onnx(WidthSpecialised(), path, input_shape=(1, 3, 8, 8)) < 1e-5
+    with pytest.raises(ExportError, match="differs from PyTorch"):
+        check_onnx(WidthSpecialised(), path, input_shape=(1, 3, 8, 16))
+
+
+def test_input_channels():
+    assert input_channels(TinyDenseSegmenter(in_chans=5)) == 5
+    assert input_channels(Segmentor(model=dict(type="fcdensenet56", in_chans=2, num_classes=3))) == 2
+    with pytest.raises(ExportError, match="in_chans"):
+        input_channels(nn.Identity())
+    with pytest.raises(ValueError, match="exporter"):
+        export_onnx(nn.Identity(), "x.onnx", exporter="tflite")
+
+
+@pytest.fixture(scope="module")
+def tool():
+    spec = importlib.util.spec_from_file_location("export_tool", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_export_tool_exports_a_checkpoint_of_the_real_model(tool, tmp_path, capsys):
+    network = dict(type="FCDenseNet", down_layers=(1, 1), bottleneck_layers=1, growth_rate=4, stem_channels=8,
+                   num_classes=3, drop_rate=0.0)  # fmt: skip
+    config = tmp_path / "cfg.py"
+    config.write_text(f"model = {dict(type='Segmentor', model=network)!r}\n")
+    task = Segmentor(model=network)
+    save_checkpoint({"state_dict": task.state_dict()}, tmp_path / "model.pth")
+    out = tmp_path / "model.onnx"
+    assert tool.main([str(config), str(tmp_path / "model.pth"), "--out", str(out), "--input-size", "32", "48"]) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out}" in printed and "max abs diff" in printed
+    diff = float(printed.rsplit("max abs diff", 1)[1])
+    assert diff < 1e-4
+    assert _input_dims(out) == ["batch", 3, "height", "width"]
+    import onnxruntime
+
+    images = np.random.default_rng(0).standard_normal((2, 3, 40, 72)).astype(np.float32)
+    (logits,) = onnxruntime.InferenceSession(str(out)).run(None, {"images": images})
+    with torch.no_grad():
+        np.testing.assert_allclose(logits, task.eval()(torch.from_numpy(images)).numpy(), atol=1e-4)
+
+
+def test_export_tool_fails_on_a_missing_checkpoint(tool, tmp_path, capsys):
+    config = tmp_path / "cfg.py"
+    config.write_text("model = dict(type='Segmentor', model=dict(type='fcdensenet56'))\n")
+    assert tool.main([str(config), str(tmp_path / "missing.pth"), "--out", str(tmp_path / "m.onnx")]) == 1
+    assert "missing.pth" in capsys.readouterr().err

@@ -1,0 +1,421 @@
+import csv
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from densevision.data.base import default_palette
+from densevision.data.checks import DatasetError
+from densevision.engine.checkpoint import save_checkpoint
+from densevision.inference import (
+    ClassificationPredictor,
+    Predictor,
+    SegmentationPredictor,
+    find_images,
+    infer_files,
+    overlay_mask,
+    predictor_class,
+    window_starts,
+)
+from densevision.models.tasks import Classifier, Segmentor
+from densevision.registry import ConfigError
+
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "infer.py"
+MEAN, STD = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
+
+
+class PixelSegmenter(nn.Module):
+    """A 1x1 convolution: no spatial context, so tiling must not change its prediction at all."""
+
+    def __init__(self, in_chans: int = 3, num_classes: int = 4) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_chans, num_classes, 1)
+        self.calls: list[tuple[int, ...]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append(tuple(x.shape))
+        return self.conv(x)
+
+
+class NeedsMultipleOf32(PixelSegmenter):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-2] % 32 or x.shape[-1] % 32:
+            raise ValueError(f"size {tuple(x.shape[-2:])} is not a multiple of 32")
+        return super().forward(x)
+
+
+class TinyClassifier(nn.Module):
+    def __init__(self, in_chans: int = 3, num_classes: int = 5) -> None:
+        super().__init__()
+        self.in_chans, self.num_classes = in_chans, num_classes
+        self.conv = nn.Conv2d(in_chans, 8, 3, padding=1)
+        self.fc = nn.Linear(8, num_classes)
+        self.calls: list[tuple[int, ...]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append(tuple(x.shape))
+        return self.fc(self.conv(x).relu().mean((2, 3)))
+
+
+def _image(height: int, width: int, bands: int = 3, seed: int = 0) -> np.ndarray:
+    image = np.random.default_rng(seed).integers(0, 256, (height, width, bands), dtype=np.uint8)
+    return image[..., 0] if bands == 1 else image
+
+
+def _segmenter(bands: int = 3, **kwargs) -> SegmentationPredictor:
+    mean, std = (MEAN, STD) if bands == 3 else ((0.5,) * bands, (0.25,) * bands)
+    return SegmentationPredictor(PixelSegmenter(bands), mean=mean, std=std, num_classes=4, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "length, window, overlap, expected",
+    [
+        (100, 40, 0.25, [0, 30, 60]),
+        (101, 32, 0.5, [0, 16, 32, 48, 64, 69]),
+        (64, 32, 0.0, [0, 32]),
+        (40, 40, 0.25, [0]),
+        (30, 40, 0.5, [0]),
+    ],
+)
+def test_window_starts_cover_the_length_and_end_at_the_border(length, window, overlap, expected):
+    starts = window_starts(length, window, overlap)
+    assert starts == expected
+    assert starts[-1] + min(window, length) == length
+    assert all(b - a <= window * (1 - overlap) for a, b in zip(starts, starts[1:]))
+
+
+@pytest.mark.parametrize("overlap", [-0.1, 1.0])
+def test_window_starts_rejects_bad_overlap(overlap):
+    with pytest.raises(ValueError, match="overlap"):
+        window_starts(100, 10, overlap)
+
+
+def test_normalises_like_albumentations():
+    import albumentations as A
+
+    image = _image(5, 7)
+    predictor = _segmenter()
+    expected = A.Normalize(mean=MEAN, std=STD)(image=image)["image"].transpose(2, 0, 1)
+    np.testing.assert_allclose(predictor.to_tensor(image).numpy(), expected, atol=1e-5)
+
+
+def test_whole_image_prediction_matches_the_model():
+    predictor = _segmenter()
+    image = _image(37, 53)
+    result = predictor.predict(image)
+    with torch.no_grad():
+        probs = predictor.model(predictor.to_tensor(image)[None]).softmax(1)[0].numpy()
+    assert result["mask"].shape == (37, 53) and result["mask"].dtype == np.int64
+    assert result["probs"].shape == (4, 37, 53) and result["probs"].dtype == np.float32
+    np.testing.assert_allclose(result["probs"], probs, atol=1e-6)
+    np.testing.assert_array_equal(result["mask"], probs.argmax(0))
+
+
+@pytest.mark.parametrize(
+    "size, bands, tile, overlap, window, batch_size",
+    [
+        ((70, 90), 3, 32, 0.25, "uniform", 4),
+        ((64, 100), 1, (24, 40), 0.5, "uniform", 3),
+        ((50, 45), 4, 16, 0.3, "hann", 5),
+        ((20, 120), 3, 32, 0.25, "uniform", 2),  # shorter than a tile one way, tiled the other
+    ],
+)
+def test_tiled_prediction_equals_whole_image_for_a_pixelwise_model(size, bands, tile, overlap, window, batch_size):
+    image = _image(*size, bands=bands, seed=1)
+    whole_predictor = _segmenter(bands)
+    tiled_predictor = _segmenter(bands, tile_size=tile, tile_overlap=overlap, tile_window=window, batch_size=batch_size)
+    tiled_predictor.model.load_state_dict(whole_predictor.model.state_dict())
+    whole, tiled = whole_predictor.predict(image), tiled_predictor.predict(image)
+    np.testing.assert_array_equal(tiled["mask"], whole["mask"])
+    # Only float rounding may differ: a conv or softmax kernel may round a pixel differently in another-sized input.
+    np.testing.assert_allclose(tiled["probs"], whole["probs"], rtol=0, atol=1e-6)
+    tile_h, tile_w = (tile, tile) if isinstance(tile, int) else tile
+    calls = tiled_predictor.model.calls
+    assert len(calls) > 1 and all(n <= batch_size for n, *_ in calls)
+    assert {shape[-2:] for shape in calls} == {(min(tile_h, size[0]), min(tile_w, size[1]))}
+    expected_tiles = len(window_starts(size[0], tile_h, overlap)) * len(window_starts(size[1], tile_w, overlap))
+    assert sum(n for n, *_ in calls) == expected_tiles
+
+
+def test_tiles_are_averaged_where_they_overlap():
+    """A model whose output depends on where the tile starts: overlapping pixels get the mean of the tiles."""
+
+    class TileOffset(nn.Module):
+        def forward(self, x):  # class 0 probability is 1 for the first tile column, 0 elsewhere
+            first = (x[:, :1, :, :1] == 0).float()  # the image is 0 in column 0 only
+            logits = torch.zeros(x.shape[0], 2, *x.shape[-2:])
+            logits[:, 0] = first[:, 0] * 50 - 25
+            return logits
+
+    image = np.ones((8, 24, 1), np.float32)
+    image[:, 0] = 0
+    predictor = SegmentationPredictor(TileOffset(), mean=0, std=1 / 255, num_classes=2, tile_size=(8, 16),
+                                      tile_overlap=0.5)  # fmt: skip
+    probs = predictor.predict(image)["probs"][0, 0]
+    # windows start at 0 and 8: columns 0-7 only in the first tile, 8-15 in both, 16-23 only in the second
+    np.testing.assert_allclose(probs[:8], 1, atol=1e-6)
+    np.testing.assert_allclose(probs[8:16], 0.5, atol=1e-6)
+    np.testing.assert_allclose(probs[16:], 0, atol=1e-6)
+
+
+def test_image_smaller_than_a_tile_is_predicted_in_one_pass():
+    predictor = _segmenter(tile_size=64)
+    result = predictor.predict(_image(20, 30))
+    assert result["mask"].shape == (20, 30)
+    assert predictor.model.calls == [(1, 3, 20, 30)]
+
+
+@pytest.mark.parametrize("tile_size", [None, 64])
+def test_size_divisor_pads_and_crops(tile_size):
+    predictor = SegmentationPredictor(NeedsMultipleOf32(), mean=MEAN, std=STD, num_classes=4, size_divisor=32,
+                                      tile_size=tile_size)  # fmt: skip
+    image = _image(50, 100)
+    result = predictor.predict(image)
+    reference = _segmenter()
+    reference.model.load_state_dict(predictor.model.state_dict())
+    assert result["mask"].shape == (50, 100)
+    assert all(h % 32 == 0 and w % 32 == 0 for *_, h, w in predictor.model.calls)
+    np.testing.assert_array_equal(result["mask"], reference.predict(image)["mask"])
+
+
+def test_bad_inputs_and_outputs_are_named():
+    with pytest.raises(ValueError, match="4 band"):
+        _segmenter().predict(_image(8, 8, bands=4))
+    with pytest.raises(ValueError, match="H×W or H×W×C"):
+        _segmenter().predict(np.zeros((2, 8, 8, 3), np.uint8))
+    with pytest.raises(ValueError, match="N×5×H×W"):
+        SegmentationPredictor(PixelSegmenter(), mean=MEAN, std=STD, num_classes=5).predict(_image(8, 8))
+
+    class Halves(nn.Module):
+        def forward(self, x):
+            return torch.zeros(x.shape[0], 4, x.shape[-2] // 2, x.shape[-1] // 2)
+
+    with pytest.raises(ValueError, match="input size"):
+        SegmentationPredictor(Halves(), mean=MEAN, std=STD, num_classes=4).predict(_image(8, 8))
+    with pytest.raises(ValueError, match="tile_window"):
+        _segmenter(tile_window="gauss")
+    with pytest.raises(ValueError, match="overlap"):
+        _segmenter(tile_size=16, tile_overlap=1.5)
+
+
+def test_classification_top_k_and_resize():
+    model = TinyClassifier()
+    predictor = ClassificationPredictor(model, mean=MEAN, std=STD, num_classes=5, top_k=3, input_size=(16, 24),
+                                        classes=list("abcde"))  # fmt: skip
+    image = _image(40, 30)
+    result = predictor.predict(image)
+    assert model.calls == [(1, 3, 16, 24)]
+    with torch.no_grad():
+        resized = nn.functional.interpolate(predictor.to_tensor(image)[None], size=(16, 24), mode="bilinear",
+                                            antialias=True)  # fmt: skip
+        scores = model(resized).softmax(1)[0].numpy()
+    np.testing.assert_allclose(result["scores"], scores, atol=1e-6)
+    assert result["label"] == int(scores.argmax())
+    assert [label for label, _ in result["top_k"]] == list(np.argsort(-scores)[:3])
+    assert [s for _, s in result["top_k"]] == sorted((s for _, s in result["top_k"]), reverse=True)
+
+
+def test_find_images(tmp_path):
+    for name in ("b.png", "a.jpg", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "c.tif").write_bytes(b"")
+    assert find_images(tmp_path / "b.png") == [tmp_path / "b.png"]
+    assert find_images(tmp_path) == [tmp_path / "a.jpg", tmp_path / "b.png"]
+    everything = [tmp_path / "a.jpg", tmp_path / "b.png", tmp_path / "sub" / "c.tif"]
+    assert find_images(str(tmp_path / "**" / "*")) == everything
+    with pytest.raises(FileNotFoundError, match=r"\*\.bmp"):
+        find_images(str(tmp_path / "*.bmp"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no images .* in folder .*empty"):
+        find_images(tmp_path / "empty")
+
+
+def test_overlay_blends_palette_colours():
+    image = np.full((2, 3), 100, np.uint16)  # one band, not uint8: stretched (constant -> black)
+    mask = np.array([[0, 1, 1], [1, 0, 0]])
+    palette = [(200, 0, 0), (0, 100, 50)]
+    out = overlay_mask(image, mask, palette, alpha=0.5)
+    assert out.shape == (2, 3, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[0, 0], [100, 0, 0])
+    np.testing.assert_array_equal(out[0, 1], [0, 50, 25])
+    rgb = _image(2, 3)
+    np.testing.assert_array_equal(overlay_mask(rgb, mask, palette, alpha=0.0), rgb)
+
+
+def _write_images(folder: Path, sizes, bands: int = 3) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, (h, w) in enumerate(sizes):
+        path = folder / f"img{i}.png"
+        Image.fromarray(_image(h, w, bands=bands, seed=i)).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_infer_files_writes_masks_colours_and_overlays(tmp_path):
+    paths = _write_images(tmp_path / "in", [(20, 30), (33, 17)])
+    predictor = _segmenter(palette=[(255, 0, 0), (0, 255, 0), (0, 0, 255), (9, 9, 9)])
+    written = infer_files(predictor, paths, tmp_path / "out")
+    assert sorted(p.name for p in written) == sorted(
+        f"img{i}_{kind}.png" for i in range(2) for kind in ("mask", "color", "overlay")
+    )
+    for path in paths:
+        image = np.asarray(Image.open(path))
+        expected = predictor.predict(image)["mask"]
+        mask = np.asarray(Image.open(tmp_path / "out" / f"{path.stem}_mask.png"))
+        np.testing.assert_array_equal(mask, expected)
+        colour = np.asarray(Image.open(tmp_path / "out" / f"{path.stem}_color.png"))
+        np.testing.assert_array_equal(colour, np.array(predictor.palette, np.uint8)[expected])
+        overlay = np.asarray(Image.open(tmp_path / "out" / f"{path.stem}_overlay.png"))
+        np.testing.assert_array_equal(overlay, overlay_mask(image, expected, predictor.palette))
+
+
+def test_infer_files_writes_classification_csv(tmp_path):
+    paths = _write_images(tmp_path / "in", [(20, 30), (16, 16), (25, 10)])
+    predictor = ClassificationPredictor(TinyClassifier(), mean=MEAN, std=STD, num_classes=5, top_k=2,
+                                        classes=list("abcde"))  # fmt: skip
+    (csv_path,) = infer_files(predictor, paths, tmp_path / "out")
+    rows = list(csv.DictReader(open(csv_path)))
+    assert [row["image"] for row in rows] == [str(p) for p in paths]
+    for path, row in zip(paths, rows):
+        result = predictor.predict(np.asarray(Image.open(path)))
+        (second, second_score) = result["top_k"][1]
+        assert int(row["label"]) == result["label"] and row["class"] == "abcde"[result["label"]]
+        assert float(row["score"]) == pytest.approx(result["top_k"][0][1], abs=1e-6)
+        assert (int(row["top2_label"]), row["top2_class"]) == (second, "abcde"[second])
+        assert float(row["top2_score"]) == pytest.approx(second_score, abs=1e-6)
+
+
+def test_infer_files_names_unreadable_and_colliding_files(tmp_path):
+    good = _write_images(tmp_path / "in", [(8, 8)])[0]
+    broken = tmp_path / "in" / "broken.png"
+    broken.write_bytes(b"not a png")
+    with pytest.raises(DatasetError, match="broken.png"):
+        infer_files(_segmenter(), [good, broken], tmp_path / "out")
+    twin = _write_images(tmp_path / "other", [(8, 8)])[0]
+    with pytest.raises(ValueError, match="img0"):
+        infer_files(_segmenter(), [good, twin], tmp_path / "out")
+
+
+# Prediction from a config and checkpoint, with the real Config, registries, tasks and checkpoint format.
+
+TINY_TIRAMISU = dict(type="FCDenseNet", down_layers=(1, 1), bottleneck_layers=1, growth_rate=4, stem_channels=8,
+                     num_classes=3, drop_rate=0.0)  # fmt: skip
+PIPELINE = [dict(type="Normalize", mean=MEAN, std=STD)]
+
+
+def _config_file(tmp_path: Path, model: dict, dataset: dict) -> Path:
+    path = tmp_path / "cfg.py"
+    path.write_text(f"model = {model!r}\ntest_dataset = {dataset!r}\n")
+    return path
+
+
+def _checkpoint(tmp_path: Path, task: nn.Module) -> Path:
+    path = tmp_path / "model.pth"
+    save_checkpoint({"state_dict": task.state_dict(), "meta": {"epoch": 1}}, path)
+    return path
+
+
+@pytest.fixture
+def segmentation_run(tmp_path):
+    """A config (MaskFolderDataset with classes and palette) and a checkpoint of a tiny FC-DenseNet."""
+    from densevision.config import Config
+
+    palette = [(1, 2, 3), (4, 5, 6), (7, 8, 9)]
+    dataset = dict(type="MaskFolderDataset", img_dir="unused", mask_dir="unused", classes=["a", "b", "c"],
+                   palette=palette, pipeline=[dict(type="HorizontalFlip", p=0.5), *PIPELINE])  # fmt: skip
+    config = _config_file(tmp_path, dict(type="Segmentor", model=TINY_TIRAMISU), dataset)
+    task = Segmentor(model=TINY_TIRAMISU).eval()
+    return Config.fromfile(config), _checkpoint(tmp_path, task), task, palette
+
+
+def test_segmentation_predictor_from_config(segmentation_run):
+    cfg, checkpoint, task, palette = segmentation_run
+    predictor = Predictor.from_config(cfg, checkpoint, tile_size=32)
+    assert isinstance(predictor, SegmentationPredictor)
+    assert predictor.palette == palette and predictor.classes == ("a", "b", "c") and predictor.num_classes == 3
+    assert predictor.tile_size == (32, 32)
+    image = _image(40, 52)
+    with torch.no_grad():
+        expected = task(predictor.to_tensor(image)[None]).argmax(1)[0].numpy()
+    whole = SegmentationPredictor.from_config(cfg, checkpoint).predict(image)
+    np.testing.assert_array_equal(whole["mask"], expected)
+    assert predictor.predict(image)["mask"].shape == (40, 52)
+
+
+def test_from_config_default_palette_and_bad_configs(tmp_path):
+    from densevision.config import Config
+
+    task = Segmentor(model=TINY_TIRAMISU)
+    checkpoint = _checkpoint(tmp_path, task)
+    cfg = Config.fromfile(_config_file(tmp_path, dict(type="Segmentor", model=TINY_TIRAMISU),
+                                       dict(type="ShapesSegmentation", pipeline=PIPELINE)))  # fmt: skip
+    predictor = Predictor.from_config(cfg, checkpoint)
+    assert predictor.palette == default_palette(3)
+    cfg.test_dataset.pipeline = [dict(type="HorizontalFlip")]
+    with pytest.raises(ConfigError, match="Normalize"):
+        Predictor.from_config(cfg, checkpoint)
+    cfg.model = dict(type="Segmentor", model=dict(TINY_TIRAMISU, num_classes=4))
+    cfg.test_dataset.pipeline = PIPELINE
+    with pytest.raises(Exception, match="model.pth"):  # weights of another shape: the checkpoint is named
+        Predictor.from_config(cfg, checkpoint)
+
+
+def test_predictor_class_follows_the_task():
+    assert predictor_class({"model": {"type": "Segmentor"}}) is SegmentationPredictor
+    assert predictor_class({"model": {"type": Classifier}}) is ClassificationPredictor
+    with pytest.raises(ConfigError, match="Segmentor and Classifier"):
+        predictor_class({"model": {"type": nn.Identity}})
+
+
+def test_classification_predictor_from_config(tmp_path):
+    model = dict(type="Classifier", model=dict(type=TinyClassifier))
+    pipeline = [dict(type="Resize", height=16, width=16), *PIPELINE]
+    cfg = {"model": model, "test_dataset": dict(type="ImageFolderDataset", root="x", classes=list("vwxyz"),
+                                                pipeline=pipeline)}  # fmt: skip
+    task = Classifier(model=TinyClassifier())
+    predictor = Predictor.from_config(cfg, _checkpoint(tmp_path, task), top_k=2)
+    assert isinstance(predictor, ClassificationPredictor)
+    assert predictor.classes == tuple("vwxyz") and predictor.input_size == (16, 16) and predictor.top_k == 2
+    image = _image(30, 20)
+    with torch.no_grad():
+        resized = nn.functional.interpolate(predictor.to_tensor(image)[None], size=(16, 16), mode="bilinear",
+                                            antialias=True)  # fmt: skip
+        scores = task.eval()(resized).softmax(1)[0].numpy()
+    result = predictor.predict(image)
+    np.testing.assert_allclose(result["scores"], scores, atol=1e-6)
+    assert result["label"] == int(scores.argmax())
+
+
+@pytest.fixture(scope="module")
+def tool():
+    spec = importlib.util.spec_from_file_location("infer_tool", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_infer_tool_writes_outputs(tool, segmentation_run, tmp_path, capsys):
+    cfg, checkpoint, _, _ = segmentation_run
+    _write_images(tmp_path / "in", [(40, 40), (36, 70)])
+    out = tmp_path / "out"
+    args = [cfg.filename, str(checkpoint), str(tmp_path / "in" / "*.png"), "--out", str(out), "--tile-size", "32",
+            "--device", "cpu"]  # fmt: skip
+    assert tool.main(args) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"img{i}_{kind}.png" for i in range(2) for kind in ("mask", "color", "overlay")
+    )
+    assert np.asarray(Image.open(out / "img1_mask.png")).shape == (36, 70)
+    assert "2 image(s)" in capsys.readouterr().out
+
+
+def test_infer_tool_names_the_pattern_that_matched_nothing(tool, segmentation_run, tmp_path, capsys):
+    cfg, checkpoint, _, _ = segmentation_run
+    pattern = str(tmp_path / "nowhere" / "*.jpg")
+    assert tool.main([cfg.filename, str(checkpoint), pattern, "--out", str(tmp_path / "o")]) == 1
+    assert pattern in capsys.readouterr().err

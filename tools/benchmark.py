@@ -1,0 +1,122 @@
+"""Time training steps of densevision models against reference implementations, side by side.
+
+    python tools/benchmark.py densenet121-train --batch-size 32 --image-size 224 --steps 20 --device cuda
+
+Each entry of ``BENCHMARKS`` maps a name to a function returning ``{variant: model builder}``; every variant is timed
+the same way (forward + backward + SGD step on random data) and reported as ms/step plus memory: peak CUDA memory on
+GPUs, and on CPU the bytes autograd saves for backward in one step (deterministic, so comparable across machines).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from functools import partial
+
+import torch
+import torchvision
+from torch import nn
+
+import densevision
+
+ModelBuilders = dict[str, Callable[[], nn.Module]]
+
+
+def densenet121_train() -> ModelBuilders:
+    return {
+        "densevision": partial(densevision.create_model, "densenet121"),
+        "densevision memory_efficient": partial(densevision.create_model, "densenet121", memory_efficient=True),
+        "torchvision": partial(torchvision.models.densenet121, weights=None),
+        "torchvision memory_efficient": partial(torchvision.models.densenet121, weights=None, memory_efficient=True),
+    }
+
+
+BENCHMARKS: dict[str, Callable[[], ModelBuilders]] = {"densenet121-train": densenet121_train}
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _saved_tensor_bytes(step: Callable[[], None]) -> int:
+    """Bytes of the distinct storages autograd keeps for backward during ``step``."""
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        step()
+    return sum(storages.values())
+
+
+def time_training(build: Callable[[], nn.Module], args: argparse.Namespace) -> dict[str, float]:
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model = build().to(device).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    images = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device)
+    labels = torch.randint(0, 1000, (args.batch_size,), device=device)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(model(images), labels).backward()
+        optimizer.step()
+
+    for _ in range(args.warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    _synchronize(device)
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    _synchronize(device)
+    result = {"ms/step": 1000 * (time.perf_counter() - start) / args.steps}
+    if device.type == "cuda":
+        result["peak MiB"] = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        result["saved MiB"] = _saved_tensor_bytes(step) / 2**20
+    return result
+
+
+def format_table(rows: dict[str, dict[str, float]]) -> str:
+    columns = list(next(iter(rows.values())))
+    width = max(len(name) for name in rows)
+    lines = [f"{'variant':<{width}}  " + "  ".join(f"{column:>10}" for column in columns)]
+    lines += [f"{name:<{width}}  " + "  ".join(f"{row[c]:>10.1f}" for c in columns) for name, row in rows.items()]
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("benchmark", choices=sorted(BENCHMARKS))
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--steps", type=int, default=10, help="timed steps")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (allocator, cudnn autotuning)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    if args.steps < 1 or args.warmup < 0 or args.batch_size < 1 or args.image_size < 32:
+        parser.error("need --steps >= 1, --warmup >= 0, --batch-size >= 1 and --image-size >= 32")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True
+    rows = {name: time_training(build, args) for name, build in BENCHMARKS[args.benchmark]().items()}
+    print(
+        f"{args.benchmark}: batch {args.batch_size}, {args.image_size}px, {args.steps} steps after {args.warmup} "
+        f"warm-up, device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+    print(format_table(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Export a trained model to ONNX and check it: ``python tools/export.py CONFIG CHECKPOINT --out model.onnx``.
+
+The graph takes ``images`` (N×C×H×W, normalised as in training) with dynamic batch, height and width and returns
+``logits``. After export, onnxruntime runs it on a random input of another batch and size and the largest absolute
+difference from PyTorch is printed; above ``--atol`` the export counts as failed (exit status 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from densevision.config import Config, parse_cfg_options  # noqa: E402
+from densevision.engine.errors import EngineError  # noqa: E402
+from densevision.export import EXPORTERS, ExportError, export_and_check  # noqa: E402
+from densevision.inference import load_task  # noqa: E402
+from densevision.registry import ConfigError  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", help="config file the model was trained with")
+    parser.add_argument("checkpoint", help="checkpoint file (.pth) with the trained weights")
+    parser.add_argument("--out", required=True, help="ONNX file to write")
+    parser.add_argument("--input-size", type=int, nargs=2, default=(224, 224), metavar=("H", "W"), help="export size")
+    parser.add_argument("--batch-size", type=int, default=1, help="batch size of the export example")
+    parser.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
+    parser.add_argument("--exporter", choices=EXPORTERS, default="auto", help="auto: dynamo, else TorchScript")
+    parser.add_argument("--atol", type=float, default=1e-4, help="largest accepted |ONNX - PyTorch| difference")
+    parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE", help="override config values")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = Config.fromfile(args.config)
+        cfg.merge_from_dict(parse_cfg_options(args.cfg_options))
+        task = load_task(cfg, args.checkpoint, device="cpu")
+        result = export_and_check(
+            task,
+            args.out,
+            input_size=args.input_size,
+            batch_size=args.batch_size,
+            opset=args.opset,
+            exporter=args.exporter,
+            atol=args.atol,
+        )
+    except (ConfigError, EngineError, ExportError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if result.fallback_reason:
+        print(f"torch.export-based exporter failed ({result.fallback_reason}); used the TorchScript exporter")
+    print(f"wrote {result.path} ({result.exporter} exporter, opset {result.opset})")
+    print(f"onnxruntime vs PyTorch at input {result.check_shape}: max abs diff {result.max_abs_diff:.3g}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""Evaluate a checkpoint on the test split: ``python tools/test.py CONFIG CHECKPOINT [--out metrics.json]``.
+
+Prints the metric's summary table and writes the metrics as JSON (default: WORK_DIR/test_metrics.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from densevision.engine.launch import USER_ERRORS, load_config, run_test  # noqa: E402
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", help="config file (Python)")
+    parser.add_argument("checkpoint", help="checkpoint to evaluate (e.g. WORK_DIR/best.pth)")
+    parser.add_argument("--out", help="metrics JSON to write (default: WORK_DIR/test_metrics.json)")
+    parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE", help="override config keys")
+    parser.add_argument("--work-dir", help="where logs and sample predictions go")
+    parser.add_argument("--launcher", choices=["none", "pytorch"], default="none", help="'pytorch' under torchrun")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        cfg = load_config(args.config, args.cfg_options, work_dir=args.work_dir, launcher=args.launcher)
+        _, table = run_test(cfg, args.checkpoint, args.out)
+    except USER_ERRORS as err:
+        if os.environ.get("DENSEVISION_DEBUG"):
+            raise
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 1
+    if table is not None:
+        print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

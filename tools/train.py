@@ -1,0 +1,50 @@
+"""Train a model from a config: ``python tools/train.py CONFIG [--cfg-options k=v ...] [--resume [PATH|auto]]``.
+
+Several processes: ``torchrun --nproc_per_node N tools/train.py CONFIG --launcher pytorch``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from densevision.engine.launch import USER_ERRORS, load_config, run_training  # noqa: E402
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", help="config file (Python)")
+    parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE", help="override config keys")
+    parser.add_argument("--work-dir", help="where checkpoints and logs go (default: the config's, else work_dirs/NAME)")
+    parser.add_argument(
+        "--resume", nargs="?", const="auto", metavar="PATH|auto", help="continue from a checkpoint (bare: auto)"
+    )
+    parser.add_argument("--launcher", choices=["none", "pytorch"], default="none", help="'pytorch' under torchrun")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        cfg = load_config(
+            args.config, args.cfg_options, work_dir=args.work_dir, resume=args.resume, launcher=args.launcher
+        )
+        run_training(cfg)
+    except USER_ERRORS as err:
+        if os.environ.get("DENSEVISION_DEBUG"):
+            raise
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; continue with --resume auto", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
