@@ -65,7 +65,7 @@ def _device(model: nn.Module) -> torch.device:
     return parameter.device if parameter is not None else torch.device("cpu")
 
 
-def _first_line(err: BaseException) -> str:
+def _reason(err: BaseException) -> str:
     """The innermost cause of ``err`` on one line (exporters wrap the real reason in a long generic message)."""
     while err.__cause__ is not None:
         err = err.__cause__
@@ -127,14 +127,16 @@ def export_onnx(
     """Write ``model``'s forward (N×C×H×W ``images`` -> ``logits``) as ONNX with dynamic batch, height and width.
 
     ``exporter`` is ``'dynamo'``, ``'torchscript'`` or ``'auto'`` (dynamo, then TorchScript if it fails). ``opset``
-    ``None`` takes the exporter's default. Returns the exporter used, the opset and why dynamo was not used (or None).
+    ``None`` takes the dynamo exporter's default, 17 for TorchScript. Returns the exporter used, the opset and why
+    dynamo was not used (``None`` when it was).
     """
     if exporter not in EXPORTERS:
         raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
     height, width = input_size
     in_chans = in_chans or input_channels(model)
     model = model.eval()
-    example = torch.randn(batch_size, in_chans, height, width, device=_device(model))
+    generator = torch.Generator().manual_seed(0)  # the caller's random state is left alone
+    example = torch.randn(batch_size, in_chans, height, width, generator=generator).to(_device(model))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
@@ -145,12 +147,12 @@ def export_onnx(
                 return "dynamo", _export_dynamo(model, example, path, opset), None
             except Exception as err:  # the exporter raises many types (export guards, decompositions, onnxscript)
                 if exporter == "dynamo":
-                    raise ExportError(f"torch.export-based ONNX export failed: {_first_line(err)}") from err
-                fallback_reason = _first_line(err)
+                    raise ExportError(f"torch.export-based ONNX export failed: {_reason(err)}") from err
+                fallback_reason = _reason(err)
         try:
             return "torchscript", _export_torchscript(model, example, path, spatial_output, opset), fallback_reason
         except Exception as err:
-            raise ExportError(f"TorchScript ONNX export failed: {_first_line(err)}") from err
+            raise ExportError(f"TorchScript ONNX export failed: {_reason(err)}") from err
 
 
 def check_onnx(

@@ -17,11 +17,18 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import albumentations as A
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor, nn
 
+# Importing densevision.data and densevision.models (as these do) registers the datasets, architectures and tasks.
+from densevision.data.base import default_palette
+from densevision.data.io import IMAGE_EXTENSIONS, colourise_mask, read_image, write_colour_mask, write_mask_png
+from densevision.engine.checkpoint import load_model_weights
+from densevision.models.tasks import Classifier, Segmentor
 from densevision.registry import DATASETS, TASKS, ConfigError
 
 __all__ = [
@@ -44,15 +51,17 @@ SEGMENTATION_OUTPUTS = ("mask", "color", "overlay")  # <stem>_<kind>.png
 PREDICTIONS_CSV = "predictions.csv"
 
 
+def _where(node: Any) -> str:
+    """The config file a config node came from, for error messages."""
+    return getattr(node, "filename", None) or "the config"
+
+
 def load_task(
     cfg: Mapping[str, Any], checkpoint: str | os.PathLike, *, device: str | torch.device = "cpu"
 ) -> nn.Module:
     """The task model of ``cfg.model`` with the checkpoint's weights, in eval mode on ``device``."""
-    import densevision.models  # noqa: F401  (registers architectures and tasks)
-    from densevision.engine.checkpoint import load_model_weights
-
     if "model" not in cfg:
-        raise ConfigError(f"{getattr(cfg, 'filename', None) or 'the config'} has no 'model' (the task to predict with)")
+        raise ConfigError(f"{_where(cfg)} has no 'model' (the task to predict with)")
     task = TASKS.build(cfg["model"])
     load_model_weights(task, checkpoint)
     return task.to(device).eval()
@@ -75,8 +84,6 @@ def _dataset_attribute(cfg: Mapping[str, Any], name: str) -> Sequence | None:
         return dataset[name]
     kind = dataset.get("type")
     if isinstance(kind, str):
-        import densevision.data  # noqa: F401  (registers the datasets)
-
         kind = DATASETS.get(kind) if kind in DATASETS else None
     value = inspect.getattr_static(kind, name, None) if inspect.isclass(kind) else None
     return value if isinstance(value, Sequence) and not isinstance(value, str) else None
@@ -101,21 +108,25 @@ def _pipeline_step(cfg: Mapping[str, Any], names: Sequence[str]) -> Mapping[str,
 
 def _normalisation_from_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """mean, std and max_pixel_value of the pipeline's ``Normalize`` step, albumentations' defaults filling gaps."""
-    import albumentations as A
-
     step = _pipeline_step(cfg, ("Normalize",))
     if step is None:
         raise ConfigError(
-            f"config {getattr(cfg, 'filename', None) or ''} has no Normalize step in the pipeline of "
+            f"{_where(cfg)} has no Normalize step in the pipeline of "
             f"{' / '.join(f'{s}_dataset' for s in _SPLITS)}; the predictor normalises images as that step does"
         )
     if step.get("normalization", "standard") != "standard":
         raise ConfigError(
-            f"Normalize(normalization={step['normalization']!r}) in {getattr(step, 'filename', None) or 'the config'}"
+            f"Normalize(normalization={step['normalization']!r}) in {_where(step)}"
             " is not supported for prediction; use the standard (mean/std) normalisation"
         )
     defaults = inspect.signature(A.Normalize).parameters
-    return {key: step.get(key, defaults[key].default) for key in ("mean", "std", "max_pixel_value")}
+    values = {key: step.get(key, defaults[key].default) for key in ("mean", "std", "max_pixel_value")}
+    unset = [key for key, value in values.items() if value is None]
+    if unset:
+        raise ConfigError(
+            f"Normalize in {_where(step)} leaves {', '.join(unset)} unset; prediction needs explicit values"
+        )
+    return values
 
 
 def _num_classes(cfg: Mapping[str, Any], task: nn.Module) -> int:
@@ -127,8 +138,8 @@ def _num_classes(cfg: Mapping[str, Any], task: nn.Module) -> int:
     if classes is not None:
         return len(classes)
     raise ConfigError(
-        f"cannot tell the number of classes of {type(task).__name__} from config "
-        f"{getattr(cfg, 'filename', None) or ''}: set num_classes on the model or classes on the dataset"
+        f"cannot tell the number of classes of {type(task).__name__} from {_where(cfg)}: "
+        "set num_classes on the model or classes on the dataset"
     )
 
 
@@ -192,7 +203,14 @@ class Predictor:
         palette from the dataset config or its class. ``options`` override the predictor's other arguments
         (``tile_size=512``, ``top_k=3``...).
         """
-        predictor_cls = cls if cls is not Predictor else predictor_class(cfg)
+        predictor_cls = predictor_class(cfg)
+        if cls is not Predictor:
+            if not issubclass(cls, predictor_cls):
+                raise ConfigError(
+                    f"model.type={cfg['model']['type']!r} in {_where(cfg)} needs a {predictor_cls.__name__}, "
+                    f"not a {cls.__name__}"
+                )
+            predictor_cls = cls
         task = load_task(cfg, checkpoint, device=device)
         arguments = {**predictor_cls._config_arguments(cfg, task), **options}
         return predictor_cls(task, device=device, **arguments)
@@ -204,10 +222,7 @@ class Predictor:
 
 def predictor_class(cfg: Mapping[str, Any]) -> type[Predictor]:
     """The predictor for the task ``cfg.model`` builds (Segmentor or Classifier, or a subclass), without building it."""
-    import densevision.models  # noqa: F401  (registers the tasks)
-    from densevision.models.tasks import Classifier, Segmentor
-
-    where = getattr(cfg, "filename", None) or "the config"
+    where = _where(cfg)
     if not isinstance(cfg.get("model"), Mapping) or "type" not in cfg["model"]:
         raise ConfigError(f"{where} has no model=dict(type=...) (the task to predict with)")
     kind = cfg["model"]["type"]
@@ -267,8 +282,6 @@ class SegmentationPredictor(Predictor):
         device: str | torch.device = "cpu",
     ) -> None:
         super().__init__(model, mean=mean, std=std, max_pixel_value=max_pixel_value, device=device)
-        from densevision.data.base import default_palette
-
         self.num_classes = int(num_classes)
         palette = default_palette(self.num_classes) if palette is None else palette
         self.palette = [tuple(int(c) for c in colour) for colour in palette]
@@ -348,8 +361,11 @@ class SegmentationPredictor(Predictor):
 
 
 class ClassificationPredictor(Predictor):
-    """Class scores of a whole image and its ``top_k`` classes; ``input_size`` (h, w) resizes first, as the test
-    pipeline's Resize/CenterCrop did (``from_config`` takes it from there)."""
+    """Class scores of a whole image and its ``top_k`` classes.
+
+    ``input_size`` (h, w) resizes the whole image first, to the size the network was trained at; ``from_config``
+    takes it from the last Resize or CenterCrop step of the test pipeline.
+    """
 
     def __init__(
         self,
@@ -405,8 +421,6 @@ class ClassificationPredictor(Predictor):
 
 def find_images(pattern: str | os.PathLike) -> list[Path]:
     """A file, the image files of a folder, or the image files matching a glob (``**`` recursive), sorted."""
-    from densevision.data.io import IMAGE_EXTENSIONS
-
     path = Path(pattern)
     if path.is_file():
         return [path]
@@ -441,8 +455,6 @@ def overlay_mask(
 ) -> np.ndarray:
     """The image (as ``_display_rgb``) blended with the mask's palette colours: ``(1 - alpha) * image + alpha *
     colour``, H×W×3 uint8."""
-    from densevision.data.io import colourise_mask
-
     if not 0 <= alpha <= 1:
         raise ValueError(f"overlay alpha must be in [0, 1], got {alpha}")
     rgb = _display_rgb(image).astype(np.float32)
@@ -455,10 +467,6 @@ def overlay_mask(
 def _save_segmentation(
     predictor: SegmentationPredictor, image: np.ndarray, prediction: Mapping[str, np.ndarray], stem: Path, alpha: float
 ) -> list[Path]:
-    from PIL import Image
-
-    from densevision.data.io import write_colour_mask, write_mask_png
-
     mask_path, colour_path, overlay_path = (stem.with_name(f"{stem.name}_{kind}.png") for kind in SEGMENTATION_OUTPUTS)
     write_mask_png(mask_path, prediction["mask"], predictor.palette if predictor.num_classes <= 256 else None)
     write_colour_mask(colour_path, prediction["mask"], predictor.palette)
@@ -492,8 +500,6 @@ def infer_files(
     ``<stem>_overlay.png`` at full resolution; classification writes one ``predictions.csv`` (label, class and score,
     then the other top-k). ``progress`` wraps the path iterator (``tqdm``), so the caller decides what is shown.
     """
-    from densevision.data.io import read_image
-
     if not isinstance(predictor, (SegmentationPredictor, ClassificationPredictor)):
         raise TypeError(f"infer_files needs a SegmentationPredictor or ClassificationPredictor, got {predictor!r}")
     paths = [Path(p) for p in paths]

@@ -103,11 +103,13 @@ def test_auto_falls_back_to_torchscript_and_says_why(tmp_path, capfd):
 
 
 def test_a_graph_valid_only_at_the_export_size_is_caught(tmp_path):
-    path = tmp_path / "w.onnx"
-    export_onnx(WidthSpecialised(), path, input_size=(8, 8), exporter="torchscript")
-    assert check_onnx(WidthSpecialised(), path, input_shape=(1, 3, 8, 8)) < 1e-5
+    model, path = WidthSpecialised(), tmp_path / "w.onnx"
+    export_onnx(model, path, input_size=(8, 8), exporter="torchscript")
+    assert check_onnx(model, path, input_shape=(2, 3, 12, 8)) < 1e-5
     with pytest.raises(ExportError, match="differs from PyTorch"):
-        check_onnx(WidthSpecialised(), path, input_shape=(1, 3, 8, 16))
+        check_onnx(model, path, input_shape=(1, 3, 8, 16))
+    with pytest.raises(ExportError, match="differs from PyTorch"):
+        export_and_check(model, path, input_size=(8, 8), exporter="torchscript")
 
 
 def test_input_channels():

@@ -354,12 +354,15 @@ def test_from_config_default_palette_and_bad_configs(tmp_path):
     task = Segmentor(model=TINY_TIRAMISU)
     checkpoint = _checkpoint(tmp_path, task)
     cfg = Config.fromfile(_config_file(tmp_path, dict(type="Segmentor", model=TINY_TIRAMISU),
-                                       dict(type="ShapesSegmentation", pipeline=PIPELINE)))  # fmt: skip
+                                       dict(type="MaskFolderDataset", pipeline=PIPELINE)))  # fmt: skip
     predictor = Predictor.from_config(cfg, checkpoint)
     assert predictor.palette == default_palette(3)
-    cfg.test_dataset.pipeline = [dict(type="HorizontalFlip")]
-    with pytest.raises(ConfigError, match="Normalize"):
-        Predictor.from_config(cfg, checkpoint)
+    cfg.test_dataset.pipeline = [dict(type="Normalize")]  # albumentations' defaults: ImageNet statistics
+    np.testing.assert_allclose(Predictor.from_config(cfg, checkpoint).mean.flatten(), [123.675, 116.28, 103.53])
+    for pipeline in ([dict(type="HorizontalFlip")], [dict(type="Normalize", max_pixel_value=None)]):
+        cfg.test_dataset.pipeline = pipeline
+        with pytest.raises(ConfigError, match="Normalize"):
+            Predictor.from_config(cfg, checkpoint)
     cfg.model = dict(type="Segmentor", model=dict(TINY_TIRAMISU, num_classes=4))
     cfg.test_dataset.pipeline = PIPELINE
     with pytest.raises(Exception, match="model.pth"):  # weights of another shape: the checkpoint is named
@@ -371,6 +374,8 @@ def test_predictor_class_follows_the_task():
     assert predictor_class({"model": {"type": Classifier}}) is ClassificationPredictor
     with pytest.raises(ConfigError, match="Segmentor and Classifier"):
         predictor_class({"model": {"type": nn.Identity}})
+    with pytest.raises(ConfigError, match="needs a ClassificationPredictor"):
+        SegmentationPredictor.from_config({"model": {"type": "Classifier"}}, "unused.pth")
 
 
 def test_classification_predictor_from_config(tmp_path):

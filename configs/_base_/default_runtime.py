@@ -10,7 +10,8 @@ sync_bn = False  # BatchNorm -> SyncBatchNorm across processes (CUDA only; small
 resume = None  # None, 'auto' (work_dir/last.pth when present) or a checkpoint path; --resume sets it
 
 # Loaders: batch_size is per process (global batch = batch_size x processes); shuffle applies to training only, and
-# follows seed + epoch, so a resumed run sees the same order; pin_memory is used on CUDA only.
+# follows seed + epoch, so a resumed run sees the same order (and the same worker seeds, unless persistent_workers);
+# pin_memory is used on CUDA only.
 train_dataloader = dict(
     batch_size=4, num_workers=2, shuffle=True, pin_memory=True, drop_last=False, persistent_workers=False, dataset=None
 )

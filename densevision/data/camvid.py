@@ -82,6 +82,10 @@ def _images_in(folder: Path) -> list[Path]:
 class CamVid(SegmentationDataset):
     """One split of CamVid with 11 classes + void (``ignore_index`` 11); ``layout`` is detected when ``None``."""
 
+    # Fixed by the dataset, so predictors can read them from the class without building a split.
+    classes = CAMVID_CLASSES
+    palette = CAMVID_PALETTE
+
     def __init__(
         self,
         root: str | Path,

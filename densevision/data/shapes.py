@@ -258,6 +258,10 @@ def _check_split(split: str) -> None:
 class ShapesSegmentation(MaskFolderDataset):
     """``generate_shapes`` (if not done yet), then the segmentation split as a ``MaskFolderDataset`` (4 classes)."""
 
+    # Fixed by the generator, so predictors can read them from the class without building a split.
+    classes = SEGMENTATION_CLASSES
+    palette = SHAPES_PALETTE
+
     def __init__(
         self,
         root: str | Path = "data/shapes",
@@ -286,6 +290,8 @@ class ShapesSegmentation(MaskFolderDataset):
 @DATASETS.register_module()
 class ShapesClassification(ImageFolderDataset):
     """``generate_shapes`` (if not done yet), then the classification split as an ``ImageFolderDataset`` (3 classes)."""
+
+    classes = SHAPE_CLASSES  # fixed by the generator; predictors read it from the class
 
     def __init__(
         self,

@@ -12,12 +12,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import albumentations as A
+import torch
 from albumentations.core.composition import BaseCompose
 from albumentations.core.transforms_interface import BasicTransform
 
 from densevision.registry import TRANSFORMS, ConfigError, close_matches
 
-__all__ = ["build_pipeline", "resolve_pipeline", "TASKS_WITH_PIPELINES"]
+__all__ = ["build_pipeline", "resolve_pipeline", "TorchSeededCompose", "TASKS_WITH_PIPELINES"]
 
 TASKS_WITH_PIPELINES = ("segmentation", "classification", "detection")
 _COMPOSITIONS = ("OneOf", "SomeOf", "OneOrOther", "Sequential", "SelectiveChannelTransform", "RandomOrder")
@@ -81,8 +82,20 @@ def _build_transform(cfg: Mapping[str, Any], where: str) -> BasicTransform | Bas
         raise ConfigError(f"{where}: bad arguments for transform {kind!r}: {err}") from err
 
 
+class TorchSeededCompose(A.Compose):
+    """``A.Compose`` whose randomness follows torch's generator: every call draws its seed from torch.
+
+    albumentations keeps a private RNG that ignores global seeds; drawing from torch makes augmentations follow the
+    runner's seed, the DataLoader's per-worker seeds and the RNG state restored on resume.
+    """
+
+    def __call__(self, *args: Any, **data: Any) -> dict[str, Any]:
+        self.set_random_seed(int(torch.randint(0, 2**31 - 1, ()).item()))
+        return super().__call__(*args, **data)
+
+
 def build_pipeline(cfgs: Sequence[Mapping[str, Any]] | None, task: str = "segmentation") -> A.Compose:
-    """An ``A.Compose`` from a list of transform dicts (``None`` or ``[]``: identity).
+    """A ``TorchSeededCompose`` from a list of transform dicts (``None`` or ``[]``: identity).
 
     ``task`` sets what travels with the image: segmentation masks follow geometric transforms automatically;
     detection adds ``bboxes`` in pascal_voc pixels (x1, y1, x2, y2) with their ``labels``.
@@ -93,8 +106,10 @@ def build_pipeline(cfgs: Sequence[Mapping[str, Any]] | None, task: str = "segmen
         raise ConfigError(f"a pipeline is a list of transform dicts, got {cfgs!r}")
     transforms = [_build_transform(cfg, f"pipeline[{i}]") for i, cfg in enumerate(cfgs or [])]
     if task == "detection":
-        return A.Compose(transforms, bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels"]))
-    return A.Compose(transforms)
+        return TorchSeededCompose(
+            transforms, bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels"])
+        )
+    return TorchSeededCompose(transforms)
 
 
 def resolve_pipeline(

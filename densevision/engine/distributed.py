@@ -22,7 +22,6 @@ __all__ = [
     "get_rank",
     "get_world_size",
     "is_main_process",
-    "barrier",
     "all_reduce_mean",
     "convert_sync_batchnorm",
     "shutdown_distributed",
@@ -96,11 +95,6 @@ def get_world_size() -> int:
 def is_main_process() -> bool:
     """Only the main process writes files (checkpoints, logs, plots)."""
     return get_rank() == 0
-
-
-def barrier() -> None:
-    if is_distributed():
-        dist.barrier()
 
 
 def _collective_device() -> torch.device:

@@ -184,6 +184,8 @@ class Runner:
             raise ConfigError("config has no work_dir (tools/train.py derives one from the config file name)")
         self.dist = distributed.init_distributed(self.cfg.get("launcher", "none"), self.cfg.get("device"))
         self.device = self.dist.device
+        if not self.dist.is_main:
+            logger.setLevel(logging.WARNING)  # one process reports progress; the others speak only of problems
         self.work_dir = Path(self.cfg["work_dir"])
         prepare_work_dir(self.work_dir)  # on every rank: a barrier would hang the others if rank 0 failed here
         self.seed = int(self.cfg.get("seed", 0))
@@ -279,6 +281,12 @@ class Runner:
             raise ConfigError(f"train_cfg.val_interval must be a positive integer, got {val_interval!r}")
         train_loader = self.build_dataloader("train_dataloader", train=True)
         has_val = self.cfg.get("val_dataloader") is not None
+        if not has_val and self.early_stopping_cfg is not None:
+            raise ConfigError("early_stopping needs validation: set val_dataloader and val_evaluator")
+        if not has_val and self.checkpoint_cfg["monitor"] is not None:
+            logger.warning(
+                "no val_dataloader: checkpoint.monitor=%r is never evaluated", self.checkpoint_cfg["monitor"]
+            )
         val_loader = self.build_dataloader("val_dataloader", train=False) if has_val else None
         val_evaluator = self.build_evaluator("val_evaluator") if has_val else None
         for loader in (train_loader, val_loader):
@@ -355,8 +363,8 @@ class Runner:
                 if not math.isfinite(logged["loss"]):
                     raise NonFiniteLossError(
                         f"loss is {logged['loss']} at epoch {epoch + 1}, iteration {index + 1}/{num_iters} "
-                        f"(global iteration {self.iteration + 1}); training stopped, the last good checkpoint is "
-                        f"{self.work_dir / LAST_CHECKPOINT} (lower the learning rate or enable clip_grad)"
+                        f"(global iteration {self.iteration + 1}); training stopped{self._last_good_checkpoint()} "
+                        "(lower the learning rate or set optim_wrapper.clip_grad)"
                     )
                 optim.backward(losses["loss"], group_size=optim.group_size(index, num_iters))
             grad_norm = optim.step() if stepping else None
@@ -382,8 +390,13 @@ class Runner:
     @staticmethod
     def _reduce_losses(losses: Mapping[str, torch.Tensor]) -> dict[str, float]:
         """All loss entries averaged over processes in one collective; every rank then sees the same NaN."""
-        values = torch.stack([torch.as_tensor(v).detach().float().mean() for v in losses.values()])
+        device = losses["loss"].device
+        values = torch.stack([torch.as_tensor(v, device=device).detach().float().mean() for v in losses.values()])
         return dict(zip(losses, distributed.all_reduce_mean(values).tolist()))
+
+    def _last_good_checkpoint(self) -> str:
+        last = self.work_dir / LAST_CHECKPOINT
+        return f"; the last good checkpoint is {last}" if last.is_file() else ""
 
     def _validate(self, loader: DataLoader, evaluator: Any, epoch: int) -> dict[str, float]:
         samples_dir = self.work_dir / PREDICTIONS_DIR / f"epoch_{epoch + 1:03d}"

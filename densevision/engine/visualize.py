@@ -21,8 +21,9 @@ __all__ = ["plot_curves", "save_prediction_samples", "image_for_display", "defau
 
 def plot_curves(
     history: Mapping[str, Sequence[Mapping[str, float]]], path: str | Path, metrics: Sequence[str] | None = None
-) -> None:
-    """``history['train']`` (epoch, loss) and ``history['val']`` (epoch, metrics) -> a two-panel PNG.
+) -> Figure:
+    """``history['train']`` (epoch, loss) and ``history['val']`` (epoch, metrics) -> a two-panel PNG (the figure is
+    returned too).
 
     The right panel shows ``metrics`` (the monitored ones), or else every summary metric (keys without ``/``;
     per-class entries such as ``IoU/Sky`` are left out).
@@ -44,6 +45,7 @@ def plot_curves(
     if plotted:
         metric_axis.legend(loc="best", fontsize="small")
     figure.savefig(path, dpi=100)
+    return figure
 
 
 def default_palette(num_colors: int) -> np.ndarray:

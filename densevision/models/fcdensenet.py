@@ -33,16 +33,13 @@ __all__ = [
 
 
 def match_size(x: Tensor, size: Sequence[int]) -> Tensor:
-    """Centre-crop (or zero-pad, centred) the last two dimensions of ``x`` to ``size``."""
-    for dim, target in ((-2, size[0]), (-1, size[1])):
-        excess = x.shape[dim] - target
-        if excess > 0:
-            x = x.narrow(dim, excess // 2, target)
-        elif excess < 0:
-            before = -excess // 2
-            pad = [0, 0, before, -excess - before] if dim == -2 else [before, -excess - before]
-            x = F.pad(x, pad)
-    return x
+    """Centre-crop (or zero-pad, centred) the last two dimensions of ``x`` to ``size``.
+
+    One ``F.pad`` whose negative amounts crop: no branch on the sizes, so ``torch.export`` handles dynamic shapes.
+    """
+    excess_h, excess_w = x.shape[-2] - size[0], x.shape[-1] - size[1]
+    top, left = excess_h // 2, excess_w // 2
+    return F.pad(x, [-left, left - excess_w, -top, top - excess_h])
 
 
 def check_input(x: Tensor, in_chans: int, min_size: int, owner: str) -> None:

@@ -1,6 +1,7 @@
 import albumentations as A
 import numpy as np
 import pytest
+import torch
 
 from densevision.data.transforms import build_pipeline
 from densevision.registry import TRANSFORMS, ConfigError
@@ -96,3 +97,16 @@ def test_classification_pipeline_image_only_and_empty_is_identity():
     np.testing.assert_array_equal(build_pipeline(None, task="classification")(image=image)["image"], image)
     flipped = build_pipeline([dict(type="HorizontalFlip", p=1.0)], task="classification")(image=image)["image"]
     np.testing.assert_array_equal(flipped, image[:, ::-1])
+
+
+def test_pipeline_randomness_follows_torch_seed() -> None:
+    pipeline = build_pipeline([dict(type="RandomCrop", height=8, width=8), dict(type="HorizontalFlip", p=0.5)])
+    image = np.arange(32 * 32 * 3, dtype=np.uint8).reshape(32, 32, 3)
+
+    def crops(seed: int) -> list[np.ndarray]:
+        torch.manual_seed(seed)
+        return [pipeline(image=image)["image"] for _ in range(4)]
+
+    first, again, other = crops(0), crops(0), crops(1)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other))

@@ -119,7 +119,7 @@ def test_dropout_is_elementwise():
     "shape, size, expected",
     [
         ((5, 7), (3, 4), [[9, 10, 11, 12], [16, 17, 18, 19], [23, 24, 25, 26]]),
-        ((2, 2), (4, 3), [[0, 0, 0], [1, 2, 0], [3, 4, 0], [0, 0, 0]]),
+        ((2, 2), (4, 3), [[0, 0, 0], [0, 1, 2], [0, 3, 4], [0, 0, 0]]),
     ],
 )
 def test_match_size_centre_crops_or_pads(shape, size, expected):

@@ -1,0 +1,27 @@
+# Quick start (`make demo`): a small FC-DenseNet trained from scratch on generated shapes (64x64, 4 classes incl.
+# background) in a few minutes on 2 CPU cores. The data is written to data/shapes on first use, as image and mask
+# folders read by the same MaskFolderDataset that serves real medical or satellite data.
+_base_ = ["_base_/default_runtime.py", "_base_/datasets/shapes_segmentation.py"]
+model = dict(
+    type="Segmentor",
+    model=dict(
+        type="FCDenseNet",
+        down_layers=(2, 3, 4),
+        bottleneck_layers=4,
+        growth_rate=8,
+        stem_channels=16,
+        num_classes=4,
+        drop_rate=0.0,
+    ),
+    loss=dict(type="CrossEntropyLoss", ignore_index=255),
+)
+train_dataloader = dict(batch_size=8, num_workers=0, shuffle=True, dataset=train_dataset)
+val_dataloader = dict(batch_size=16, num_workers=0, shuffle=False, dataset=val_dataset)
+test_dataloader = dict(batch_size=16, num_workers=0, shuffle=False, dataset=test_dataset)
+shape_classes = ("background", "triangle", "rectangle", "ellipse")
+val_evaluator = dict(type="SegmentationMetric", num_classes=4, ignore_index=255, class_names=shape_classes)
+test_evaluator = val_evaluator
+optim_wrapper = dict(optimizer=dict(_delete_=True, type="Adam", lr=3e-3, weight_decay=1e-4))
+param_scheduler = [dict(type="CosineAnnealingLR", by_epoch=True, begin=0, end=12, eta_min=1e-5)]
+train_cfg = dict(max_epochs=12, val_interval=3)
+checkpoint = dict(monitor="mIoU", mode="max")

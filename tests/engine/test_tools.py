@@ -1,0 +1,137 @@
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import tests.engine.toys  # noqa: F401  (registers the toy task, dataset and metric)
+from densevision.engine.checkpoint import load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_tool(name: str):
+    spec = importlib.util.spec_from_file_location(f"densevision_tool_{name}", ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def train_tool():
+    return load_tool("train")
+
+
+@pytest.fixture(scope="module")
+def test_tool():
+    return load_tool("test")
+
+
+@pytest.fixture
+def config_file(tmp_path) -> Path:
+    """A top-level config over the repository's default_runtime.py and the toy components."""
+    path = tmp_path / "toy_config.py"
+    path.write_text(
+        textwrap.dedent(
+            f"""
+            _base_ = [{str(ROOT / "configs" / "_base_" / "default_runtime.py")!r}]
+            device = "cpu"
+            model = dict(type="EngineToySegmentor")
+            dataset = dict(type="EngineToySegmentation", num_samples=8)
+            train_dataloader = dict(batch_size=4, num_workers=0, dataset=dataset)
+            val_dataloader = dict(batch_size=4, num_workers=0, dataset=dataset)
+            test_dataloader = val_dataloader
+            val_evaluator = dict(type="EngineToyPixelAccuracy")
+            test_evaluator = val_evaluator
+            train_cfg = dict(max_epochs=1)
+            checkpoint = dict(monitor="acc")
+            visualization = dict(num_samples=0)
+            """
+        )
+    )
+    return path
+
+
+def error_line(stderr: str) -> str:
+    """The tool's last stderr line (progress bars may come before it); no traceback anywhere."""
+    assert "Traceback" not in stderr
+    return stderr.strip().splitlines()[-1]
+
+
+def test_train_resume_and_test_from_the_command_line(tmp_path, config_file, train_tool, test_tool, capsys):
+    work_dir = tmp_path / "run"
+    assert train_tool.main([str(config_file), "--work-dir", str(work_dir)]) == 0
+    assert load_checkpoint(work_dir / "last.pth")["meta"]["epoch"] == 1
+    assert (
+        train_tool.main(
+            [str(config_file), "--work-dir", str(work_dir), "--resume", "--cfg-options", "train_cfg.max_epochs=2"]
+        )
+        == 0
+    )
+    assert load_checkpoint(work_dir / "last.pth")["meta"]["epoch"] == 2
+
+    capsys.readouterr()
+    out = tmp_path / "metrics.json"
+    assert (
+        test_tool.main([str(config_file), str(work_dir / "best.pth"), "--out", str(out), "--work-dir", str(work_dir)])
+        == 0
+    )
+    metrics = json.loads(out.read_text())
+    assert set(metrics) == {"acc", "pixels"} and metrics["pixels"] == 512.0
+    assert "acc" in capsys.readouterr().out
+
+
+def test_the_default_work_dir_is_named_after_the_config(tmp_path, config_file, train_tool, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert train_tool.main([str(config_file)]) == 0
+    assert (tmp_path / "work_dirs" / "toy_config" / "last.pth").is_file()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["missing.py"], "error: config file not found: missing.py"),
+        (
+            ["CONFIG", "--cfg-options", "train_cfg.max_epoch=3"],
+            "error: unknown config key 'train_cfg.max_epoch' in --cfg-options; did you mean 'train_cfg.max_epochs'?",
+        ),
+        (["CONFIG", "--cfg-options", "optim_wraper.amp=bf16"], "did you mean 'optim_wrapper'?"),
+        (["CONFIG", "--cfg-options", "train_cfg"], "must look like key=value"),
+        (["CONFIG", "--work-dir", "BLOCKED/run"], "error: work dir .*BLOCKED/run is not writable"),
+        (["CONFIG", "--resume", "nowhere.pth"], "error: checkpoint to resume from not found: nowhere.pth"),
+        (  # a new argument of a buildable dict is allowed, and here makes the loss NaN at the 2nd iteration
+            ["CONFIG", "--cfg-options", "model.nan_at_call=2"],
+            r"error: loss is nan at epoch 1, iteration 2/2 \(global iteration 2\)",
+        ),
+    ],
+)
+def test_bad_input_is_one_error_line_and_exit_status_1(tmp_path, config_file, train_tool, capsys, arguments, message):
+    blocked = tmp_path / "BLOCKED"
+    blocked.write_text("a file, not a directory")
+    replace = {"CONFIG": str(config_file), "BLOCKED/run": str(blocked / "run")}
+    arguments = [replace.get(a, a) for a in arguments]
+    if "--work-dir" not in arguments:
+        arguments += ["--work-dir", str(tmp_path / "run")]
+    assert train_tool.main(arguments) == 1
+    assert re.search(message, error_line(capsys.readouterr().err))
+
+
+def test_test_tool_reports_a_missing_checkpoint(tmp_path, config_file, test_tool, capsys):
+    assert test_tool.main([str(config_file), str(tmp_path / "none.pth"), "--work-dir", str(tmp_path)]) == 1
+    assert error_line(capsys.readouterr().err) == f"error: checkpoint not found: {tmp_path / 'none.pth'}"
+
+
+def test_the_script_exits_1_with_a_single_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "train.py"), str(tmp_path / "missing.py")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"},
+    )
+    assert result.returncode == 1
+    assert result.stderr == f"error: config file not found: {tmp_path / 'missing.py'}\n"
