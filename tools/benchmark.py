@@ -32,7 +32,17 @@ def densenet121_train() -> ModelBuilders:
     }
 
 
-BENCHMARKS: dict[str, Callable[[], ModelBuilders]] = {"densenet121-train": densenet121_train}
+def fcdensenet103_train() -> ModelBuilders:
+    return {
+        "fcdensenet103": partial(densevision.create_model, "fcdensenet103"),
+        "fcdensenet103 memory_efficient": partial(densevision.create_model, "fcdensenet103", memory_efficient=True),
+    }
+
+
+BENCHMARKS: dict[str, Callable[[], ModelBuilders]] = {
+    "densenet121-train": densenet121_train,
+    "fcdensenet103-train": fcdensenet103_train,
+}
 
 
 def _synchronize(device: torch.device) -> None:
@@ -60,11 +70,15 @@ def time_training(build: Callable[[], nn.Module], args: argparse.Namespace) -> d
     model = build().to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     images = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device)
-    labels = torch.randint(0, 1000, (args.batch_size,), device=device)
+    generator = torch.Generator(device).manual_seed(0)
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(model(images), labels).backward()
+        logits = model(images)  # N×K class scores or N×K×H×W segmentation logits: one random target of that shape
+        target = torch.randint(
+            0, logits.shape[1], (logits.shape[0], *logits.shape[2:]), device=device, generator=generator
+        )
+        nn.functional.cross_entropy(logits, target).backward()
         optimizer.step()
 
     for _ in range(args.warmup):

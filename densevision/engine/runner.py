@@ -36,7 +36,7 @@ from densevision.engine.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from densevision.engine.errors import NonFiniteLossError, WorkDirError
+from densevision.engine.errors import CheckpointError, NonFiniteLossError, WorkDirError
 from densevision.engine.logging import RunLogger, progress_bar
 from densevision.engine.optim import OptimWrapper, ParamSchedulers, build_optim_wrapper, check_keys
 from densevision.engine.visualize import plot_curves, save_prediction_samples
@@ -295,9 +295,11 @@ class Runner:
         if hasattr(self.task, "on_train_start"):
             self.task.on_train_start(train_loader.dataset)
 
+        resume_from = resolve_resume(self.cfg.get("resume"), self.work_dir)
+        if resume_from is None and self.cfg.get("load_from"):
+            self._load_initial_weights(Path(self.cfg["load_from"]))
         self.optim_wrapper = build_optim_wrapper(self.task, _section_or_fail(self.cfg, "optim_wrapper"), self.device)
         self.param_schedulers = ParamSchedulers(self.optim_wrapper.optimizer, self.cfg.get("param_scheduler"))
-        resume_from = resolve_resume(self.cfg.get("resume"), self.work_dir)
         checkpoint = self._resume(resume_from) if resume_from is not None else None
         loss_model: Callable[[Mapping[str, Any]], dict[str, torch.Tensor]] = self.task.loss
         if distributed.is_distributed():
@@ -329,6 +331,15 @@ class Runner:
                 if stop:
                     break
         return metrics
+
+    def _load_initial_weights(self, path: Path) -> None:
+        """``load_from``: start from another run's weights (fine-tuning); optimizer, schedule and epochs start anew."""
+        if not path.is_file():
+            raise CheckpointError(
+                f"load_from checkpoint not found: {path} (train the config it comes from first, or fix load_from)"
+            )
+        meta = load_model_weights(self.task, path).get("meta", {})
+        logger.info("initial weights from %s (epoch %s)", path, meta.get("epoch", "?"))
 
     def _train_epoch(
         self, loader: DataLoader, loss_model: Callable[..., dict[str, torch.Tensor]], epoch: int, max_epochs: int

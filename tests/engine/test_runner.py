@@ -197,3 +197,21 @@ def test_dataloader_workers_draw_different_numbers_on_different_ranks():
 
     assert worker_draw(0) == worker_draw(0)
     assert worker_draw(0)[0] != worker_draw(1)[0] and worker_draw(0)[1] != worker_draw(1)[1]
+
+
+def test_load_from_starts_from_another_runs_weights_with_a_fresh_schedule(tmp_path):
+    first = Runner(toy_config(tmp_path / "first", train_cfg=dict(max_epochs=1, val_interval=1)))
+    first.train()
+    trained = {k: v.clone() for k, v in first.task.state_dict().items()}
+
+    zero_lr = dict(optimizer=dict(type="SGD", lr=0.0), paramwise=dict(norm_decay_mult=0.0, bias_decay_mult=0.0))
+    cfg = toy_config(tmp_path / "second", load_from=str(tmp_path / "first" / "last.pth"), optim_wrapper=zero_lr)
+    second = Runner(cfg)
+    second.train()
+    assert second.epoch == 2  # a fresh run of its own max_epochs, not a resume of the first
+    for key, value in second.task.state_dict().items():
+        torch.testing.assert_close(value, trained[key], rtol=0, atol=0)  # lr 0: the loaded weights are kept as is
+
+    missing = toy_config(tmp_path / "third", load_from=str(tmp_path / "nowhere.pth"))
+    with pytest.raises(CheckpointError, match="load_from checkpoint not found: .*nowhere.pth"):
+        Runner(missing).train()
