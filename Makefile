@@ -12,6 +12,9 @@ DEPS_STAMP := $(VENV)/.deps-$(REQ_HASH)
 # The editable install points the venv at this checkout, so its stamp lives in the checkout and names the venv.
 PKG_STAMP := .install-stamp-$(PKG_HASH)-$(shell echo "$(abspath $(VENV))" | sha256sum | cut -c1-8)
 
+DEMO_CONFIG := configs/quickstart_shapes_segmentation.py
+DEMO_DIR := work_dirs/demo
+
 .PHONY: install demo test lint clean
 
 install: $(PKG_STAMP)
@@ -27,12 +30,17 @@ $(PKG_STAMP): $(DEPS_STAMP) setup.cfg pyproject.toml
 	rm -f .install-stamp-*
 	touch $@
 
+# Train the segmentation quick start on generated shapes, evaluate it on the held-out test split, predict test images.
 demo: install
-	$(PY) tools/demo.py
+	$(PY) tools/train.py $(DEMO_CONFIG) --work-dir $(DEMO_DIR)
+	$(PY) tools/test.py $(DEMO_CONFIG) $(DEMO_DIR)/best.pth --work-dir $(DEMO_DIR) --out $(DEMO_DIR)/test_metrics.json
+	$(PY) tools/infer.py $(DEMO_CONFIG) $(DEMO_DIR)/best.pth 'data/shapes/segmentation/images/test/0000?.png' \
+		--out $(DEMO_DIR)/infer
+	@echo "demo done: $(DEMO_DIR)/ has curves.png, test_metrics.json, predictions/ and infer/"
 
 test: install
 	$(PY) -m ruff check densevision tools tests configs
-	$(PY) -m pytest -n 2 --dist loadfile
+	DENSEVISION_VENV=$(abspath $(VENV)) $(PY) -m pytest -n 2 --dist loadfile
 
 lint: install
 	$(PY) -m ruff check densevision tools tests configs

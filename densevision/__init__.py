@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import fnmatch
+import os
 from typing import Any
 
-from torch import nn
+# densevision never reaches the network: albumentations would otherwise look for updates on import (and warn offline).
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from densevision.registry import MODELS
+from torch import nn  # noqa: E402
+
+from densevision.registry import MODELS  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["create_model", "list_models", "__version__"]
