@@ -6,9 +6,9 @@ model = dict(
     type="Segmentor",
     model=dict(
         type="FCDenseNet",
-        down_layers=(2, 3, 4),
-        bottleneck_layers=4,
-        growth_rate=8,
+        down_layers=(2, 3, 4, 5),
+        bottleneck_layers=5,
+        growth_rate=12,
         stem_channels=16,
         num_classes=4,
         drop_rate=0.0,
@@ -22,6 +22,6 @@ shape_classes = ("background", "triangle", "rectangle", "ellipse")
 val_evaluator = dict(type="SegmentationMetric", num_classes=4, ignore_index=255, class_names=shape_classes)
 test_evaluator = val_evaluator
 optim_wrapper = dict(optimizer=dict(_delete_=True, type="Adam", lr=3e-3, weight_decay=1e-4))
-param_scheduler = [dict(type="CosineAnnealingLR", by_epoch=True, begin=0, end=12, eta_min=1e-5)]
-train_cfg = dict(max_epochs=12, val_interval=3)
+param_scheduler = [dict(type="CosineAnnealingLR", by_epoch=True, begin=0, end=25, eta_min=1e-5)]
+train_cfg = dict(max_epochs=25, val_interval=5)
 checkpoint = dict(monitor="mIoU", mode="max")

@@ -19,6 +19,7 @@ import torchvision
 from torch import nn
 
 import densevision
+from densevision.profiling import saved_tensor_bytes
 
 ModelBuilders = dict[str, Callable[[], nn.Module]]
 
@@ -48,20 +49,6 @@ BENCHMARKS: dict[str, Callable[[], ModelBuilders]] = {
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _saved_tensor_bytes(step: Callable[[], None]) -> int:
-    """Bytes of the distinct storages autograd keeps for backward during ``step``."""
-    storages: dict[int, int] = {}
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        storages[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        step()
-    return sum(storages.values())
 
 
 def time_training(build: Callable[[], nn.Module], args: argparse.Namespace) -> dict[str, float]:
@@ -94,7 +81,7 @@ def time_training(build: Callable[[], nn.Module], args: argparse.Namespace) -> d
     if device.type == "cuda":
         result["peak MiB"] = torch.cuda.max_memory_allocated(device) / 2**20
     else:
-        result["saved MiB"] = _saved_tensor_bytes(step) / 2**20
+        result["saved MiB"] = saved_tensor_bytes(step) / 2**20
     return result
 
 

@@ -3,6 +3,7 @@ import torch
 from torch import nn
 
 from densevision.models.blocks import DenseBlock, DenseLayer, Transition, make_act
+from densevision.profiling import saved_tensor_bytes
 
 
 def _block(*, memory_efficient: bool, num_layers: int = 3, in_channels: int = 6, **kwargs) -> DenseBlock:
@@ -11,17 +12,7 @@ def _block(*, memory_efficient: bool, num_layers: int = 3, in_channels: int = 6,
 
 
 def _saved_tensor_bytes(block: nn.Module, x: torch.Tensor) -> int:
-    """Bytes of the distinct storages autograd keeps for backward while ``block`` runs forward on ``x``."""
-    storages: dict[int, int] = {}
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        storages[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        block(x)
-    return sum(storages.values())
+    return saved_tensor_bytes(lambda: block(x))
 
 
 @pytest.mark.parametrize("bottleneck_width", [4, None])
