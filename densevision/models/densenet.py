@@ -51,6 +51,7 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
 _STEMS = {"imagenet": ("relu0", 2, 4), "cifar": ("conv0", 1, 1)}
 
 
+@MODELS.register_module()
 class DenseNet(nn.Module):
     """Stem, dense blocks joined by compressing transitions, final BN-act; then a ``ClassifierHead`` or feature maps.
 
