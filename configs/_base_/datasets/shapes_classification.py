@@ -1,7 +1,7 @@
-# Generated shapes, one per 64x64 image (triangle, rectangle, ellipse): written to data/shapes on first use by
-# ShapesClassification (an ImageFolderDataset over data/shapes/classification/<split>/<class>/).
-data_root = "data/shapes"
-shapes = dict(num_train=300, num_val=60, num_test=60, image_size=64, seed=0)
+# Generated shapes, one per 64x64 image (triangle, rectangle, ellipse): written to data/shapes_classification on
+# first use by ShapesClassification (an ImageFolderDataset over <root>/classification/<split>/<class>/).
+data_root = "data/shapes_classification"  # its own folder: 3000 training images, the segmentation demo uses 300
+shapes = dict(num_train=3000, num_val=150, num_test=150, image_size=64, seed=0)
 normalize = dict(type="Normalize", mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 train_pipeline = [
     dict(type="HorizontalFlip", p=0.5),
