@@ -215,3 +215,16 @@ def test_load_from_starts_from_another_runs_weights_with_a_fresh_schedule(tmp_pa
     missing = toy_config(tmp_path / "third", load_from=str(tmp_path / "nowhere.pth"))
     with pytest.raises(CheckpointError, match="load_from checkpoint not found: .*nowhere.pth"):
         Runner(missing).train()
+
+
+def test_tensorboard_events_mirror_the_jsonl_log(tmp_path):
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    Runner(toy_config(tmp_path, log_interval=2)).train()
+    events = event_accumulator.EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert any(tag.endswith("loss") and tag.startswith("train") for tag in tags), tags
+    val_acc = [tag for tag in tags if tag.startswith("val") and tag.endswith("acc")]
+    assert val_acc, tags
+    logged = [round(r["acc"], 5) for r in records(tmp_path, "val")]
+    assert [round(e.value, 5) for e in events.Scalars(val_acc[0])] == logged
