@@ -19,6 +19,7 @@ import torchvision
 from torch import nn
 
 import densevision
+from densevision.models.blocks import DenseBlock
 from densevision.profiling import saved_tensor_bytes
 
 ModelBuilders = dict[str, Callable[[], nn.Module]]
@@ -40,9 +41,24 @@ def fcdensenet103_train() -> ModelBuilders:
     }
 
 
+def _stem_and_block(num_layers: int, memory_efficient: bool) -> nn.Module:
+    stem = nn.Conv2d(3, 24, kernel_size=3, padding=1)
+    return nn.Sequential(stem, DenseBlock(num_layers, 24, 12, memory_efficient=memory_efficient))
+
+
+def dense_block_depth() -> ModelBuilders:
+    """One DenseNet-BC block (k=12, bottleneck 4k) of growing depth: quadratic vs linear training memory."""
+    return {
+        f"{depth} layers{' memory_efficient' if efficient else ''}": partial(_stem_and_block, depth, efficient)
+        for depth in (6, 12, 24, 48)
+        for efficient in (False, True)
+    }
+
+
 BENCHMARKS: dict[str, Callable[[], ModelBuilders]] = {
     "densenet121-train": densenet121_train,
     "fcdensenet103-train": fcdensenet103_train,
+    "dense-block-depth": dense_block_depth,
 }
 
 
