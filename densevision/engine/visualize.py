@@ -16,7 +16,9 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-__all__ = ["plot_curves", "save_prediction_samples", "image_for_display", "default_palette", "DRAWERS"]
+from densevision.data.base import default_palette
+
+__all__ = ["plot_curves", "save_prediction_samples", "image_for_display", "DRAWERS"]
 
 
 def plot_curves(
@@ -46,14 +48,6 @@ def plot_curves(
         metric_axis.legend(loc="best", fontsize="small")
     figure.savefig(path, dpi=100)
     return figure
-
-
-def default_palette(num_colors: int) -> np.ndarray:
-    """Distinct colours (``num_colors``×3 uint8) for datasets that define no palette: tab20, cycled."""
-    from matplotlib import colormaps
-
-    table = colormaps["tab20"].colors
-    return (np.array([table[i % len(table)] for i in range(num_colors)]) * 255).astype(np.uint8)
 
 
 def image_for_display(image: torch.Tensor) -> np.ndarray:
@@ -137,7 +131,8 @@ def save_prediction_samples(
     if palette is not None:
         colours = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
     else:
-        colours = default_palette(len(classes) if classes is not None else 256)
+        # The colours tools/infer.py uses too, so a run's samples and its predictions look alike.
+        colours = np.asarray(default_palette(len(classes) if classes is not None else 256), dtype=np.uint8)
     paths = []
     for index, (image, prediction, target) in enumerate(samples):
         picture = image_for_display(image)
