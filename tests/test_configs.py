@@ -1,6 +1,5 @@
 """Every shipped top-level config loads, passes the runner's key checks and builds its task model."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -10,6 +9,7 @@ from torch import nn
 import densevision.models  # noqa: F401  (registers the tasks and architectures)
 from densevision.config import Config
 from densevision.registry import TASKS
+from tests.tool_loader import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.py"))
@@ -74,9 +74,7 @@ def test_tiramisu_recipe_details():
 
 
 def test_missing_camvid_says_which_folders_are_expected_and_where(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("densevision_tool_train", ROOT / "tools" / "train.py")
-    train = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train)
+    train = load_tool("train")
     missing = tmp_path / "camvid"
     code = train.main(
         [

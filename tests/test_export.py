@@ -1,4 +1,3 @@
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +11,7 @@ from densevision.engine.checkpoint import save_checkpoint
 from densevision.export import ExportError, check_onnx, export_and_check, export_onnx, input_channels
 from densevision.models.blocks import DenseBlock, Transition
 from densevision.models.tasks import Segmentor
-
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "export.py"
+from tests.tool_loader import load_tool
 
 
 class TinyDenseSegmenter(nn.Module):
@@ -123,10 +121,7 @@ def test_input_channels():
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("export_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("export")
 
 
 def test_export_tool_exports_a_checkpoint_of_the_real_model(tool, tmp_path, capsys):

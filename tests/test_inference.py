@@ -1,5 +1,4 @@
 import csv
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +22,8 @@ from densevision.inference import (
 )
 from densevision.models.tasks import Classifier, Segmentor
 from densevision.registry import ConfigError
+from tests.tool_loader import load_tool
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "infer.py"
 MEAN, STD = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
 
 
@@ -399,10 +398,7 @@ def test_classification_predictor_from_config(tmp_path):
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("infer_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("infer")
 
 
 def test_infer_tool_writes_outputs(tool, segmentation_run, tmp_path, capsys):

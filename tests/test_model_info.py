@@ -1,17 +1,12 @@
-import importlib.util
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.tool_loader import load_tool
 
 
 @pytest.fixture(scope="module")
 def model_info():
-    spec = importlib.util.spec_from_file_location("densevision_tool_model_info", ROOT / "tools" / "model_info.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("model_info")
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,3 @@
-import importlib.util
 import json
 import os
 import re
@@ -11,15 +10,11 @@ import pytest
 
 import tests.engine.toys  # noqa: F401  (registers the toy task, dataset and metric)
 from densevision.engine.checkpoint import load_checkpoint
+from tests.tool_loader import load_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"densevision_tool_{name}", ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
