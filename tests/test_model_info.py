@@ -1,4 +1,3 @@
-
 import pytest
 
 from tests.tool_loader import load_tool
