@@ -154,7 +154,7 @@ class Predictor:
     """A task model in eval mode on a device, and images normalised as the training pipeline's ``Normalize`` did.
 
     ``mean``/``std`` follow ``albumentations.Normalize``: ``(image - mean * max_pixel_value) / (std *
-    max_pixel_value)``, one value per band (or one for all bands).
+    max_pixel_value)``, one value per band (or one for all bands). ``classes`` default to the class indices as names.
     """
 
     def __init__(
@@ -163,9 +163,13 @@ class Predictor:
         *,
         mean: float | Sequence[float],
         std: float | Sequence[float],
+        num_classes: int,
+        classes: Sequence[str] | None = None,
         max_pixel_value: float = 255.0,
         device: str | torch.device = "cpu",
     ) -> None:
+        self.num_classes = int(num_classes)
+        self.classes = tuple(classes) if classes is not None else tuple(str(i) for i in range(self.num_classes))
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         mean_values = np.atleast_1d(np.asarray(mean, dtype=np.float64)) * max_pixel_value
@@ -217,7 +221,11 @@ class Predictor:
 
     @classmethod
     def _config_arguments(cls, cfg: Mapping[str, Any], task: nn.Module) -> dict[str, Any]:
-        return _normalisation_from_config(cfg)
+        return {
+            **_normalisation_from_config(cfg),
+            "num_classes": _num_classes(cfg, task),
+            "classes": _dataset_attribute(cfg, "classes"),
+        }
 
 
 def predictor_class(cfg: Mapping[str, Any]) -> type[Predictor]:
@@ -281,13 +289,19 @@ class SegmentationPredictor(Predictor):
         size_divisor: int | None = None,
         device: str | torch.device = "cpu",
     ) -> None:
-        super().__init__(model, mean=mean, std=std, max_pixel_value=max_pixel_value, device=device)
-        self.num_classes = int(num_classes)
+        super().__init__(
+            model,
+            mean=mean,
+            std=std,
+            num_classes=num_classes,
+            classes=classes,
+            max_pixel_value=max_pixel_value,
+            device=device,
+        )
         palette = default_palette(self.num_classes) if palette is None else palette
         self.palette = [tuple(int(c) for c in colour) for colour in palette]
         if len(self.palette) < self.num_classes:
             raise ValueError(f"palette has {len(self.palette)} colours for {self.num_classes} classes")
-        self.classes = tuple(classes) if classes is not None else tuple(str(i) for i in range(self.num_classes))
         self.tile_size = None if tile_size is None else _as_pair(tile_size, "tile_size")
         window_starts(1, 1, tile_overlap)  # validates the overlap now rather than at the first large image
         self.tile_overlap = float(tile_overlap)
@@ -303,12 +317,7 @@ class SegmentationPredictor(Predictor):
 
     @classmethod
     def _config_arguments(cls, cfg: Mapping[str, Any], task: nn.Module) -> dict[str, Any]:
-        return {
-            **_normalisation_from_config(cfg),
-            "num_classes": _num_classes(cfg, task),
-            "palette": _dataset_attribute(cfg, "palette"),
-            "classes": _dataset_attribute(cfg, "classes"),
-        }
+        return {**super()._config_arguments(cfg, task), "palette": _dataset_attribute(cfg, "palette")}
 
     def predict(self, image: np.ndarray) -> dict[str, np.ndarray]:
         """``mask`` (H×W int64) and ``probs`` (num_classes×H×W float32) at the image's full resolution."""
@@ -380,9 +389,15 @@ class ClassificationPredictor(Predictor):
         input_size: int | Sequence[int] | None = None,
         device: str | torch.device = "cpu",
     ) -> None:
-        super().__init__(model, mean=mean, std=std, max_pixel_value=max_pixel_value, device=device)
-        self.num_classes = int(num_classes)
-        self.classes = tuple(classes) if classes is not None else tuple(str(i) for i in range(self.num_classes))
+        super().__init__(
+            model,
+            mean=mean,
+            std=std,
+            num_classes=num_classes,
+            classes=classes,
+            max_pixel_value=max_pixel_value,
+            device=device,
+        )
         if len(self.classes) != self.num_classes:
             raise ValueError(f"{len(self.classes)} class names for {self.num_classes} classes: {self.classes}")
         if top_k < 1:
@@ -393,12 +408,8 @@ class ClassificationPredictor(Predictor):
     @classmethod
     def _config_arguments(cls, cfg: Mapping[str, Any], task: nn.Module) -> dict[str, Any]:
         resize = _pipeline_step(cfg, ("Resize", "CenterCrop"))
-        return {
-            **_normalisation_from_config(cfg),
-            "num_classes": _num_classes(cfg, task),
-            "classes": _dataset_attribute(cfg, "classes"),
-            "input_size": None if resize is None else (resize["height"], resize["width"]),
-        }
+        input_size = None if resize is None else (resize["height"], resize["width"])
+        return {**super()._config_arguments(cfg, task), "input_size": input_size}
 
     @torch.inference_mode()
     def predict(self, image: np.ndarray) -> dict[str, Any]:
