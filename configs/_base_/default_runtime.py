@@ -8,6 +8,7 @@ device = None  # None: CUDA when available (the GPU of the local rank), else CPU
 launcher = "none"  # 'pytorch' under torchrun (tools/train.py --launcher pytorch); NCCL on CUDA, gloo on CPU
 sync_bn = False  # BatchNorm -> SyncBatchNorm across processes (CUDA only; small per-GPU batches)
 resume = None  # None, 'auto' (work_dir/last.pth when present) or a checkpoint path; --resume sets it
+check_datasets = True  # read every train/val file before training (bad data fails now); False for huge sets
 load_from = None  # a checkpoint whose model weights start training (fine-tuning); ignored when resuming
 
 # Loaders: batch_size is per process (global batch = batch_size x processes); shuffle applies to training only, and

@@ -289,9 +289,10 @@ class Runner:
             )
         val_loader = self.build_dataloader("val_dataloader", train=False) if has_val else None
         val_evaluator = self.build_evaluator("val_evaluator") if has_val else None
-        for loader in (train_loader, val_loader):
-            if loader is not None and hasattr(loader.dataset, "check"):
-                loader.dataset.check()
+        if self.cfg.get("check_datasets", True):
+            for loader in (train_loader, val_loader):
+                if loader is not None and hasattr(loader.dataset, "check"):
+                    loader.dataset.check()
         if hasattr(self.task, "on_train_start"):
             self.task.on_train_start(train_loader.dataset)
 

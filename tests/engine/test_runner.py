@@ -228,3 +228,11 @@ def test_tensorboard_events_mirror_the_jsonl_log(tmp_path):
     assert val_acc, tags
     logged = [round(r["acc"], 5) for r in records(tmp_path, "val")]
     assert [round(e.value, 5) for e in events.Scalars(val_acc[0])] == logged
+
+
+@pytest.mark.parametrize(("check_datasets", "checked"), [(True, [8, 8]), (False, [])])
+def test_dataset_checks_before_training_can_be_switched_off(tmp_path, check_datasets, checked):
+    ToySegmentation.checked.clear()
+    cfg = toy_config(tmp_path, check_datasets=check_datasets, train_cfg=dict(max_epochs=1, val_interval=1))
+    Runner(cfg).train()
+    assert ToySegmentation.checked == checked
