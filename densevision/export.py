@@ -25,14 +25,45 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ExportError", "ExportResult", "export_onnx", "check_onnx", "export_and_check", "input_channels"]
+from densevision.errors import DensevisionError
+
+__all__ = [
+    "ExportError",
+    "ExportResult",
+    "export_onnx",
+    "check_onnx",
+    "export_and_check",
+    "input_channels",
+    "output_names",
+]
 
 INPUT_NAME = "images"
-OUTPUT_NAME = "logits"
 EXPORTERS = ("auto", "dynamo", "torchscript")
 
 
-class ExportError(RuntimeError):
+class _ExportForward(nn.Module):
+    """The graph a task exports: its ``export_forward`` when it has one (detection decodes boxes there), else its
+    ``forward``; outputs named by its ``export_outputs`` (default ``('logits',)``)."""
+
+    def __init__(self, task: nn.Module) -> None:
+        super().__init__()
+        self.task = task
+        self.output_names = tuple(getattr(task, "export_outputs", ("logits",)))
+        # A task whose graph only holds at one input size (SSD priors) names it; others take any height and width.
+        self.fixed_size = getattr(task, "export_input_size", None)
+
+    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
+        run = getattr(self.task, "export_forward", self.task)
+        outputs = run(images)
+        return tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
+
+
+def output_names(model: nn.Module) -> tuple[str, ...]:
+    """The names of the ONNX outputs ``model`` (a task) exports."""
+    return _ExportForward(model).output_names
+
+
+class ExportError(DensevisionError, RuntimeError):
     """The model could not be exported, or the exported graph disagrees with PyTorch; the message says which."""
 
 
@@ -73,8 +104,8 @@ def _reason(err: BaseException) -> str:
     return f"{type(err).__name__}: {lines[0] if lines else ''}"
 
 
-def _export_dynamo(model: nn.Module, example: Tensor, path: Path, opset: int | None) -> int:
-    axes = {0: "batch", 2: "height", 3: "width"}
+def _export_dynamo(model: _ExportForward, example: Tensor, path: Path, opset: int | None) -> int:
+    axes = {0: "batch"} if model.fixed_size else {0: "batch", 2: "height", 3: "width"}
     # torch.export prints the partial graph to stderr when it fails; the exception keeps the reason.
     with contextlib.redirect_stderr(io.StringIO()):
         program = torch.onnx.export(
@@ -83,7 +114,7 @@ def _export_dynamo(model: nn.Module, example: Tensor, path: Path, opset: int | N
             dynamo=True,
             dynamic_shapes=(axes,),
             input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
+            output_names=list(model.output_names),
             opset_version=opset,
             external_data=False,
             verbose=False,
@@ -92,8 +123,13 @@ def _export_dynamo(model: nn.Module, example: Tensor, path: Path, opset: int | N
     return program.model.opset_imports[""]
 
 
-def _export_torchscript(model: nn.Module, example: Tensor, path: Path, spatial_output: bool, opset: int | None) -> int:
-    output_axes = {0: "batch", 2: "height", 3: "width"} if spatial_output else {0: "batch"}
+def _export_torchscript(
+    model: _ExportForward, example: Tensor, path: Path, output_dims: Sequence[int], opset: int | None
+) -> int:
+    spatial = not model.fixed_size
+    axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"} if spatial else {0: "batch"}}
+    for name, dims in zip(model.output_names, output_dims):
+        axes[name] = {0: "batch", 2: "height", 3: "width"} if spatial and dims == 4 else {0: "batch"}
     opset = opset or 17
     with warnings.catch_warnings():
         # Chosen knowingly (dynamo failed), and traced size-dependence is what check_onnx looks for.
@@ -107,8 +143,8 @@ def _export_torchscript(model: nn.Module, example: Tensor, path: Path, spatial_o
             str(path),
             dynamo=False,
             input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch", 2: "height", 3: "width"}, OUTPUT_NAME: output_axes},
+            output_names=list(model.output_names),
+            dynamic_axes=axes,
             opset_version=opset,
         )
     return opset
@@ -124,33 +160,34 @@ def export_onnx(
     opset: int | None = None,
     exporter: str = "auto",
 ) -> tuple[str, int, str | None]:
-    """Write ``model``'s forward (N×C×H×W ``images`` -> ``logits``) as ONNX with dynamic batch, height and width.
+    """Write a task's forward (N×C×H×W ``images`` -> the outputs it names, ``logits`` by default) as ONNX with a
+    dynamic batch, and dynamic height and width unless the task fixes its input size (``export_input_size``).
 
     ``exporter`` is ``'dynamo'``, ``'torchscript'`` or ``'auto'`` (dynamo, then TorchScript if it fails). ``opset``
     ``None`` takes the dynamo exporter's default, 17 for TorchScript. Returns the exporter used, the opset and why
     dynamo was not used (``None`` when it was).
     """
     if exporter not in EXPORTERS:
-        raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
-    height, width = input_size
+        raise ExportError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
+    graph = _ExportForward(model.eval())
+    height, width = graph.fixed_size or input_size
     in_chans = in_chans or input_channels(model)
-    model = model.eval()
     generator = torch.Generator().manual_seed(0)  # the caller's random state is left alone
     example = torch.randn(batch_size, in_chans, height, width, generator=generator).to(_device(model))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
-        spatial_output = model(example).dim() == 4
+        output_dims = [output.dim() for output in graph(example)]
         fallback_reason = None
         if exporter in ("auto", "dynamo"):
             try:
-                return "dynamo", _export_dynamo(model, example, path, opset), None
+                return "dynamo", _export_dynamo(graph, example, path, opset), None
             except Exception as err:  # the exporter raises many types (export guards, decompositions, onnxscript)
                 if exporter == "dynamo":
                     raise ExportError(f"torch.export-based ONNX export failed: {_reason(err)}") from err
                 fallback_reason = _reason(err)
         try:
-            return "torchscript", _export_torchscript(model, example, path, spatial_output, opset), fallback_reason
+            return "torchscript", _export_torchscript(graph, example, path, output_dims, opset), fallback_reason
         except Exception as err:
             raise ExportError(f"TorchScript ONNX export failed: {_reason(err)}") from err
 
@@ -158,25 +195,28 @@ def export_onnx(
 def check_onnx(
     model: nn.Module, path: str | os.PathLike, *, input_shape: Sequence[int], atol: float = 1e-4, seed: int = 0
 ) -> float:
-    """Run the ONNX file with onnxruntime and ``model`` with PyTorch on one random ``input_shape`` input; return the
-    largest absolute difference, raising ExportError when the shapes differ or it exceeds ``atol``."""
+    """Run the ONNX file with onnxruntime and ``model`` (a task) with PyTorch on one random ``input_shape`` input;
+    return the largest absolute difference over its outputs, raising ExportError when a shape differs or the
+    difference exceeds ``atol``."""
     import onnxruntime
 
+    graph = _ExportForward(model.eval())
     generator = torch.Generator().manual_seed(seed)
     images = torch.randn(*input_shape, generator=generator)
     with torch.no_grad():
-        expected = model.eval()(images.to(_device(model))).float().cpu().numpy()
+        expected = [output.float().cpu().numpy() for output in graph(images.to(_device(model)))]
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     try:
-        (actual,) = session.run([OUTPUT_NAME], {INPUT_NAME: images.numpy()})
+        actual = session.run(list(graph.output_names), {INPUT_NAME: images.numpy()})
     except Exception as err:  # onnxruntime raises its own exception types for shape errors
         raise ExportError(f"onnxruntime could not run {path} on an input of shape {tuple(input_shape)}: {err}") from err
-    if actual.shape != expected.shape:
-        raise ExportError(
-            f"{path} gives {OUTPUT_NAME} of shape {actual.shape} for input {tuple(input_shape)}; "
-            f"PyTorch gives {expected.shape}"
-        )
-    diff = float(np.abs(actual - expected).max()) if expected.size else 0.0
+    diff = 0.0
+    for name, got, want in zip(graph.output_names, actual, expected):
+        if got.shape != want.shape:
+            raise ExportError(
+                f"{path} gives {name} of shape {got.shape} for input {tuple(input_shape)}; PyTorch gives {want.shape}"
+            )
+        diff = max(diff, float(np.abs(got - want).max()) if want.size else 0.0)
     if not diff <= atol:
         raise ExportError(
             f"{path} differs from PyTorch by up to {diff:.3g} (tolerance {atol:g}) at input shape {tuple(input_shape)}"
@@ -203,7 +243,8 @@ def export_and_check(
     used, opset_used, reason = export_onnx(
         model, path, input_size=input_size, batch_size=batch_size, in_chans=in_chans, opset=opset, exporter=exporter
     )
-    height, width = check_size or (input_size[0] + 32, input_size[1] + 32)
+    fixed = getattr(model, "export_input_size", None)
+    height, width = fixed or check_size or (input_size[0] + 32, input_size[1] + 32)
     shape = (check_batch_size or batch_size + 1, in_chans, height, width)
     diff = check_onnx(model, path, input_shape=shape, atol=atol)
     return ExportResult(Path(path), used, opset_used, shape, diff, reason)

@@ -9,32 +9,39 @@ rounding.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import glob
 import inspect
+import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import albumentations as A
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageDraw
 from torch import Tensor, nn
 
-# Importing densevision.data and densevision.models (as these do) registers the datasets, architectures and tasks.
+# Importing densevision.data and densevision.models (as these do) registers the datasets, architectures and tasks;
+# densevision.engine.checkpoint does not load the training runner.
+import densevision.models  # noqa: F401
 from densevision.data.base import default_palette
+from densevision.data.checks import DatasetError
 from densevision.data.io import IMAGE_EXTENSIONS, colourise_mask, read_image, write_colour_mask, write_mask_png
 from densevision.engine.checkpoint import load_model_weights
-from densevision.models.tasks import Classifier, Segmentor
-from densevision.registry import DATASETS, TASKS, ConfigError
+from densevision.registry import DATASETS, PREDICTORS, TASKS, ConfigError
 
 __all__ = [
     "Predictor",
     "SegmentationPredictor",
     "ClassificationPredictor",
+    "DetectionPredictor",
+    "InferenceReport",
     "load_task",
     "predictor_class",
     "window_starts",
@@ -43,12 +50,14 @@ __all__ = [
     "infer_files",
     "SEGMENTATION_OUTPUTS",
     "PREDICTIONS_CSV",
+    "DETECTION_RESULTS",
 ]
 
-_SPLITS = ("test", "val", "train")  # where a config's pipeline and class names are looked up, in this order
+_SPLITS = ("test", "val", "train")  # where a config's pipeline (and, for old checkpoints, classes) are looked up
 _TILE_WINDOWS = ("uniform", "hann")
 SEGMENTATION_OUTPUTS = ("mask", "color", "overlay")  # <stem>_<kind>.png
 PREDICTIONS_CSV = "predictions.csv"
+DETECTION_RESULTS = "results.json"
 
 
 def _where(node: Any) -> str:
@@ -60,11 +69,18 @@ def load_task(
     cfg: Mapping[str, Any], checkpoint: str | os.PathLike, *, device: str | torch.device = "cpu"
 ) -> nn.Module:
     """The task model of ``cfg.model`` with the checkpoint's weights, in eval mode on ``device``."""
+    return _load_task(cfg, checkpoint, device)[0]
+
+
+def _load_task(
+    cfg: Mapping[str, Any], checkpoint: str | os.PathLike, device: str | torch.device
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The task with the checkpoint's weights, and the checkpoint's ``meta`` (epoch, the dataset's metainfo)."""
     if "model" not in cfg:
         raise ConfigError(f"{_where(cfg)} has no 'model' (the task to predict with)")
     task = TASKS.build(cfg["model"])
-    load_model_weights(task, checkpoint)
-    return task.to(device).eval()
+    meta = load_model_weights(task, checkpoint).get("meta", {})
+    return task.to(device).eval(), meta if isinstance(meta, dict) else {}
 
 
 def _dataset_cfg(cfg: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -76,7 +92,8 @@ def _dataset_cfg(cfg: Mapping[str, Any]) -> Mapping[str, Any] | None:
 
 
 def _dataset_attribute(cfg: Mapping[str, Any], name: str) -> Sequence | None:
-    """``classes``/``palette`` as the config's dataset sets it, else as its registered class defines it."""
+    """``classes``/``palette`` as the config's dataset sets it, else as its registered class defines it: the fallback
+    for checkpoints written before they carried the dataset's metainfo."""
     dataset = _dataset_cfg(cfg)
     if dataset is None:
         return None
@@ -87,6 +104,15 @@ def _dataset_attribute(cfg: Mapping[str, Any], name: str) -> Sequence | None:
         kind = DATASETS.get(kind) if kind in DATASETS else None
     value = inspect.getattr_static(kind, name, None) if inspect.isclass(kind) else None
     return value if isinstance(value, Sequence) and not isinstance(value, str) else None
+
+
+def _metainfo(cfg: Mapping[str, Any], checkpoint_meta: Mapping[str, Any], name: str) -> Sequence | None:
+    """A dataset metainfo entry (``classes``, ``palette``) as the checkpoint stored it (older checkpoints: the
+    config's dataset)."""
+    stored = checkpoint_meta.get("dataset_meta") or {}
+    if stored.get(name) is not None:
+        return stored[name]
+    return _dataset_attribute(cfg, name)
 
 
 def _pipeline_step(cfg: Mapping[str, Any], names: Sequence[str]) -> Mapping[str, Any] | None:
@@ -129,16 +155,14 @@ def _normalisation_from_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
-def _num_classes(cfg: Mapping[str, Any], task: nn.Module) -> int:
-    for owner in (task, getattr(task, "model", None)):
-        value = getattr(owner, "num_classes", None)
-        if isinstance(value, int):
-            return value
-    classes = _dataset_attribute(cfg, "classes")
+def _num_classes(task: nn.Module, classes: Sequence[str] | None, where: str) -> int:
+    value = getattr(task, "num_classes", None)
+    if isinstance(value, int):
+        return value
     if classes is not None:
         return len(classes)
     raise ConfigError(
-        f"cannot tell the number of classes of {type(task).__name__} from {_where(cfg)}: "
+        f"cannot tell the number of classes of {type(task).__name__} from {where}: "
         "set num_classes on the model or classes on the dataset"
     )
 
@@ -146,7 +170,7 @@ def _num_classes(cfg: Mapping[str, Any], task: nn.Module) -> int:
 def _as_pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
     pair = (value, value) if isinstance(value, int) else tuple(value)
     if len(pair) != 2 or not all(isinstance(v, int) and v > 0 for v in pair):
-        raise ValueError(f"{name} must be a positive int or (height, width), got {value!r}")
+        raise ConfigError(f"{name} must be a positive int or (height, width), got {value!r}")
     return pair
 
 
@@ -155,6 +179,10 @@ class Predictor:
 
     ``mean``/``std`` follow ``albumentations.Normalize``: ``(image - mean * max_pixel_value) / (std *
     max_pixel_value)``, one value per band (or one for all bands). ``classes`` default to the class indices as names.
+
+    Each task's predictor owns its results: ``predict(image)`` returns them, ``write`` saves one image's files and
+    ``finish`` the files that cover every image (a CSV, a results JSON); ``add_arguments``/``options_from_args`` are
+    its command-line options in tools/infer.py. The tool and ``infer_files`` know no task.
     """
 
     def __init__(
@@ -175,9 +203,9 @@ class Predictor:
         mean_values = np.atleast_1d(np.asarray(mean, dtype=np.float64)) * max_pixel_value
         std_values = np.atleast_1d(np.asarray(std, dtype=np.float64)) * max_pixel_value
         if mean_values.ndim != 1 or std_values.ndim != 1 or len(mean_values) != len(std_values):
-            raise ValueError(f"mean and std need one value per band (the same number), got mean={mean}, std={std}")
+            raise ConfigError(f"mean and std need one value per band (the same number), got mean={mean}, std={std}")
         if np.any(std_values == 0):
-            raise ValueError(f"std must not be zero, got std={std}")
+            raise ConfigError(f"std must not be zero, got std={std}")
         self.mean = torch.as_tensor(mean_values, dtype=torch.float32, device=self.device)[:, None, None]
         self.std = torch.as_tensor(std_values, dtype=torch.float32, device=self.device)[:, None, None]
 
@@ -187,25 +215,45 @@ class Predictor:
         if array.ndim == 2:
             array = array[..., None]
         if array.ndim != 3 or min(array.shape) == 0:
-            raise ValueError(f"expected an H×W or H×W×C image, got an array of shape {array.shape}")
+            raise DatasetError(f"expected an H×W or H×W×C image, got an array of shape {array.shape}")
         bands = array.shape[2]
         if len(self.mean) not in (1, bands):
-            raise ValueError(
+            raise DatasetError(
                 f"image has {bands} band(s) but the normalisation has {len(self.mean)} mean/std values "
                 "(one per band expected)"
             )
         tensor = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32))
         return (tensor.to(self.device) - self.mean) / self.std
 
+    def predict(self, image: np.ndarray) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def write(self, path: Path, image: np.ndarray, prediction: Mapping[str, Any], out_dir: Path) -> list[Path]:
+        """Save the results of one image (read from ``path``) under ``out_dir``; returns the files written."""
+        raise NotImplementedError
+
+    def finish(self, out_dir: Path) -> list[Path]:
+        """Close what covers every image (a CSV written as results came, a results JSON); returns those files."""
+        return []
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+        """This predictor's options for tools/infer.py."""
+
+    @classmethod
+    def options_from_args(cls, args: argparse.Namespace) -> dict[str, Any]:
+        """Constructor options from the parsed ``add_arguments`` options."""
+        return {}
+
     @classmethod
     def from_config(
         cls, cfg: Mapping[str, Any], checkpoint: str | os.PathLike, *, device: str | torch.device = "cpu", **options
     ) -> Predictor:
-        """The predictor for ``cfg.model`` (a Segmentor or a Classifier) with the checkpoint's weights.
+        """The predictor the task of ``cfg.model`` names, with the checkpoint's weights.
 
         Normalisation comes from the test (else val, else train) pipeline's ``Normalize`` step; class names and
-        palette from the dataset config or its class. ``options`` override the predictor's other arguments
-        (``tile_size=512``, ``top_k=3``...).
+        palette from the dataset metainfo stored in the checkpoint. ``options`` override the predictor's other
+        arguments (``tile_size=512``, ``top_k=3``...).
         """
         predictor_cls = predictor_class(cfg)
         if cls is not Predictor:
@@ -215,37 +263,41 @@ class Predictor:
                     f"not a {cls.__name__}"
                 )
             predictor_cls = cls
-        task = load_task(cfg, checkpoint, device=device)
-        arguments = {**predictor_cls._config_arguments(cfg, task), **options}
+        task, meta = _load_task(cfg, checkpoint, device)
+        arguments = {**predictor_cls._config_arguments(cfg, task, meta), **options}
         return predictor_cls(task, device=device, **arguments)
 
     @classmethod
-    def _config_arguments(cls, cfg: Mapping[str, Any], task: nn.Module) -> dict[str, Any]:
+    def _config_arguments(cls, cfg: Mapping[str, Any], task: nn.Module, meta: Mapping[str, Any]) -> dict[str, Any]:
+        classes = _metainfo(cfg, meta, "classes")
         return {
             **_normalisation_from_config(cfg),
-            "num_classes": _num_classes(cfg, task),
-            "classes": _dataset_attribute(cfg, "classes"),
+            "num_classes": _num_classes(task, classes, _where(cfg)),
+            "classes": classes,
         }
 
 
 def predictor_class(cfg: Mapping[str, Any]) -> type[Predictor]:
-    """The predictor for the task ``cfg.model`` builds (Segmentor or Classifier, or a subclass), without building it."""
+    """The predictor that the task ``cfg.model`` builds names (its ``predictor`` attribute), without building it."""
     where = _where(cfg)
     if not isinstance(cfg.get("model"), Mapping) or "type" not in cfg["model"]:
         raise ConfigError(f"{where} has no model=dict(type=...) (the task to predict with)")
     kind = cfg["model"]["type"]
-    task_cls = TASKS.get(kind) if isinstance(kind, str) else kind
-    for base, predictor in ((Segmentor, SegmentationPredictor), (Classifier, ClassificationPredictor)):
-        if inspect.isclass(task_cls) and issubclass(task_cls, base):
-            return predictor
-    raise ConfigError(f"no predictor for model.type={kind!r} in {where}; prediction supports Segmentor and Classifier")
+    task_cls = TASKS.get(kind) if isinstance(kind, str) and kind in TASKS else kind
+    name = getattr(task_cls, "predictor", None)
+    if not isinstance(name, str):
+        raise ConfigError(
+            f"no predictor for model.type={kind!r} in {where}: a task names its predictor class in `predictor` "
+            f"(registered predictors: {', '.join(PREDICTORS.names())})"
+        )
+    return PREDICTORS.get(name)
 
 
 def window_starts(length: int, window: int, overlap: float) -> list[int]:
     """Start offsets of windows of ``window`` pixels covering ``length`` with at least ``overlap`` (a fraction) shared
     between neighbours; the last window ends at the border. A length within one window gives ``[0]``."""
     if not 0 <= overlap < 1:
-        raise ValueError(f"tile overlap must be in [0, 1), got {overlap}")
+        raise ConfigError(f"tile overlap must be in [0, 1), got {overlap}")
     if length <= window:
         return [0]
     stride = max(1, int(window * (1 - overlap)))
@@ -263,6 +315,7 @@ def _window_weights(height: int, width: int, kind: str, device: torch.device) ->
     return hann(height)[:, None] * hann(width)[None, :]
 
 
+@PREDICTORS.register_module()
 class SegmentationPredictor(Predictor):
     """Per-pixel class probabilities and mask of a whole image, in one pass or in overlapping tiles.
 
@@ -287,6 +340,7 @@ class SegmentationPredictor(Predictor):
         tile_window: str = "uniform",
         batch_size: int = 4,
         size_divisor: int | None = None,
+        overlay_alpha: float = 0.5,
         device: str | torch.device = "cpu",
     ) -> None:
         super().__init__(
@@ -301,23 +355,56 @@ class SegmentationPredictor(Predictor):
         palette = default_palette(self.num_classes) if palette is None else palette
         self.palette = [tuple(int(c) for c in colour) for colour in palette]
         if len(self.palette) < self.num_classes:
-            raise ValueError(f"palette has {len(self.palette)} colours for {self.num_classes} classes")
+            raise ConfigError(f"palette has {len(self.palette)} colours for {self.num_classes} classes")
         self.tile_size = None if tile_size is None else _as_pair(tile_size, "tile_size")
         window_starts(1, 1, tile_overlap)  # validates the overlap now rather than at the first large image
         self.tile_overlap = float(tile_overlap)
         if tile_window not in _TILE_WINDOWS:
-            raise ValueError(f"tile_window must be one of {_TILE_WINDOWS}, got {tile_window!r}")
+            raise ConfigError(f"tile_window must be one of {_TILE_WINDOWS}, got {tile_window!r}")
         self.tile_window = tile_window
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+            raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
         self.batch_size = batch_size
         if size_divisor is not None and size_divisor < 1:
-            raise ValueError(f"size_divisor must be a positive int or None, got {size_divisor}")
+            raise ConfigError(f"size_divisor must be a positive int or None, got {size_divisor}")
         self.size_divisor = size_divisor
+        if not 0 <= overlay_alpha <= 1:
+            raise ConfigError(f"overlay alpha must be in [0, 1], got {overlay_alpha}")
+        self.overlay_alpha = float(overlay_alpha)
 
     @classmethod
-    def _config_arguments(cls, cfg: Mapping[str, Any], task: nn.Module) -> dict[str, Any]:
-        return {**super()._config_arguments(cfg, task), "palette": _dataset_attribute(cfg, "palette")}
+    def _config_arguments(cls, cfg: Mapping[str, Any], task: nn.Module, meta: Mapping[str, Any]) -> dict[str, Any]:
+        return {**super()._config_arguments(cfg, task, meta), "palette": _metainfo(cfg, meta, "palette")}
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+        parser.add_argument("--tile-size", type=int, nargs="+", metavar="N", help="tile size N or H W for large images")
+        parser.add_argument("--tile-overlap", type=float, default=0.25, help="fraction shared by neighbouring tiles")
+        parser.add_argument("--tile-window", choices=_TILE_WINDOWS, default="uniform", help="tile blending weights")
+        parser.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
+        parser.add_argument("--size-divisor", type=int, help="pad inputs to a multiple of this (models that need it)")
+        parser.add_argument("--alpha", type=float, default=0.5, help="mask opacity in the overlays")
+
+    @classmethod
+    def options_from_args(cls, args: argparse.Namespace) -> dict[str, Any]:
+        tile_size = args.tile_size[0] if args.tile_size and len(args.tile_size) == 1 else args.tile_size
+        return dict(
+            tile_size=tile_size,
+            tile_overlap=args.tile_overlap,
+            tile_window=args.tile_window,
+            batch_size=args.batch_size,
+            size_divisor=args.size_divisor,
+            overlay_alpha=args.alpha,
+        )
+
+    def write(self, path: Path, image: np.ndarray, prediction: Mapping[str, Any], out_dir: Path) -> list[Path]:
+        """``<stem>_mask.png`` (class indices, palette PNG), ``<stem>_color.png`` and ``<stem>_overlay.png``."""
+        mask = prediction["mask"]
+        mask_path, colour_path, overlay_path = (out_dir / f"{path.stem}_{kind}.png" for kind in SEGMENTATION_OUTPUTS)
+        write_mask_png(mask_path, mask, self.palette if self.num_classes <= 256 else None)
+        write_colour_mask(colour_path, mask, self.palette)
+        Image.fromarray(overlay_mask(image, mask, self.palette, self.overlay_alpha)).save(overlay_path)
+        return [mask_path, colour_path, overlay_path]
 
     def predict(self, image: np.ndarray) -> dict[str, np.ndarray]:
         """``mask`` (H×W int64) and ``probs`` (num_classes×H×W float32) at the image's full resolution."""
@@ -369,6 +456,7 @@ class SegmentationPredictor(Predictor):
         return logits[..., :height, :width]
 
 
+@PREDICTORS.register_module()
 class ClassificationPredictor(Predictor):
     """Class scores of a whole image and its ``top_k`` classes.
 
@@ -399,17 +487,54 @@ class ClassificationPredictor(Predictor):
             device=device,
         )
         if len(self.classes) != self.num_classes:
-            raise ValueError(f"{len(self.classes)} class names for {self.num_classes} classes: {self.classes}")
+            raise ConfigError(f"{len(self.classes)} class names for {self.num_classes} classes: {self.classes}")
         if top_k < 1:
-            raise ValueError(f"top_k must be at least 1, got {top_k}")
+            raise ConfigError(f"top_k must be at least 1, got {top_k}")
         self.top_k = min(top_k, self.num_classes)
         self.input_size = None if input_size is None else _as_pair(input_size, "input_size")
+        self._csv: TextIO | None = None
 
     @classmethod
-    def _config_arguments(cls, cfg: Mapping[str, Any], task: nn.Module) -> dict[str, Any]:
+    def _config_arguments(cls, cfg: Mapping[str, Any], task: nn.Module, meta: Mapping[str, Any]) -> dict[str, Any]:
         resize = _pipeline_step(cfg, ("Resize", "CenterCrop"))
         input_size = None if resize is None else (resize["height"], resize["width"])
-        return {**super()._config_arguments(cfg, task), "input_size": input_size}
+        return {**super()._config_arguments(cfg, task, meta), "input_size": input_size}
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+        parser.add_argument("--top-k", type=int, default=5, help="classes listed per image")
+
+    @classmethod
+    def options_from_args(cls, args: argparse.Namespace) -> dict[str, Any]:
+        return dict(top_k=args.top_k)
+
+    def write(self, path: Path, image: np.ndarray, prediction: Mapping[str, Any], out_dir: Path) -> list[Path]:
+        """One row of ``predictions.csv`` (label, class and score, then the other top-k), flushed as it comes so an
+        interrupted run keeps what it predicted."""
+        if self._csv is None:
+            header = ["image", "label", "class", "score"]
+            for rank in range(2, self.top_k + 1):
+                header += [f"top{rank}_label", f"top{rank}_class", f"top{rank}_score"]
+            self._csv = open(out_dir / PREDICTIONS_CSV, "w", newline="")
+            csv.writer(self._csv).writerow(header)
+        row: list = [
+            str(path),
+            prediction["label"],
+            self.classes[prediction["label"]],
+            f"{prediction['top_k'][0][1]:.6f}",
+        ]
+        for label, score in prediction["top_k"][1:]:
+            row += [label, self.classes[label], f"{score:.6f}"]
+        csv.writer(self._csv).writerow(row)
+        self._csv.flush()
+        return []
+
+    def finish(self, out_dir: Path) -> list[Path]:
+        if self._csv is None:
+            return []
+        self._csv.close()
+        self._csv = None
+        return [out_dir / PREDICTIONS_CSV]
 
     @torch.inference_mode()
     def predict(self, image: np.ndarray) -> dict[str, Any]:
@@ -428,6 +553,115 @@ class ClassificationPredictor(Predictor):
             "scores": scores.cpu().numpy(),
             "top_k": [(int(i), float(s)) for i, s in zip(top.indices, top.values)],
         }
+
+
+@PREDICTORS.register_module()
+class DetectionPredictor(Predictor):
+    """Boxes, scores and class labels of a whole image, in its own pixels.
+
+    The image is resized to the detector's input size as the test pipeline's ``Resize`` does (albumentations, before
+    normalising), and the task's ``predict`` decodes and runs NMS with its post-processing settings. ``write`` draws the
+    boxes scoring at least ``draw_threshold`` with class names and scores; ``finish`` writes every detection (all
+    scores: mAP needs the low ones) as a COCO results JSON with the dataset's category ids.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        mean: float | Sequence[float],
+        std: float | Sequence[float],
+        num_classes: int,
+        max_pixel_value: float = 255.0,
+        classes: Sequence[str] | None = None,
+        palette: Sequence[Sequence[int]] | None = None,
+        category_ids: Sequence[int] | None = None,
+        draw_threshold: float = 0.3,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        super().__init__(
+            model, mean=mean, std=std, num_classes=num_classes, classes=classes, max_pixel_value=max_pixel_value,
+            device=device,
+        )  # fmt: skip
+        size = getattr(model, "export_input_size", None)
+        if size is None:
+            raise ConfigError(f"{type(model).__name__} does not say its input size (export_input_size)")
+        self.input_size = tuple(size)
+        self._resize = A.Resize(height=self.input_size[0], width=self.input_size[1])
+        palette = default_palette(self.num_classes + 1)[1:] if palette is None else palette
+        self.palette = [tuple(int(c) for c in colour) for colour in palette]
+        if len(self.palette) < self.num_classes:
+            raise ConfigError(f"palette has {len(self.palette)} colours for {self.num_classes} classes")
+        ids = list(category_ids) if category_ids is not None else list(range(1, self.num_classes + 1))
+        if len(ids) != self.num_classes:
+            raise ConfigError(f"{len(ids)} category ids for {self.num_classes} classes: {ids}")
+        self.category_ids = ids
+        if not 0 <= draw_threshold <= 1:
+            raise ConfigError(f"draw threshold must be in [0, 1], got {draw_threshold}")
+        self.draw_threshold = float(draw_threshold)
+        self._results: list[dict[str, Any]] = []
+
+    @classmethod
+    def _config_arguments(cls, cfg: Mapping[str, Any], task: nn.Module, meta: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            **super()._config_arguments(cfg, task, meta),
+            "palette": _metainfo(cfg, meta, "palette"),
+            "category_ids": _metainfo(cfg, meta, "category_ids"),
+        }
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+        parser.add_argument("--draw-threshold", type=float, default=0.3, help="lowest score drawn (JSON keeps all)")
+
+    @classmethod
+    def options_from_args(cls, args: argparse.Namespace) -> dict[str, Any]:
+        return dict(draw_threshold=args.draw_threshold)
+
+    @torch.inference_mode()
+    def predict(self, image: np.ndarray) -> dict[str, np.ndarray]:
+        """``boxes`` n×4 float32 (x1, y1, x2, y2) in the image's pixels, ``scores`` n and ``labels`` n (0..K-1),
+        best first."""
+        resized = self._resize(image=np.asarray(image))["image"]
+        batch = {"image": self.to_tensor(resized)[None], "meta": [{"ori_shape": tuple(np.shape(image)[:2])}]}
+        (detections,) = self.model.predict(batch)
+        return {key: value.cpu().numpy() for key, value in detections.items()}
+
+    def write(self, path: Path, image: np.ndarray, prediction: Mapping[str, Any], out_dir: Path) -> list[Path]:
+        """``<stem>_boxes.png``: the image with the boxes above ``draw_threshold``, class name and score on each."""
+        stem_id = int(path.stem) if path.stem.isdigit() else path.stem  # COCO file names carry the image id
+        for box, score, label in zip(prediction["boxes"], prediction["scores"], prediction["labels"]):
+            x1, y1, x2, y2 = (float(v) for v in box)
+            self._results.append(
+                {
+                    "image_id": stem_id,
+                    "file_name": str(path),
+                    "category_id": int(self.category_ids[int(label)]),
+                    "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+                    "score": round(float(score), 5),
+                }
+            )
+        canvas = Image.fromarray(_display_rgb(image))
+        draw = ImageDraw.Draw(canvas)
+        for box, score, label in zip(prediction["boxes"], prediction["scores"], prediction["labels"]):
+            if score < self.draw_threshold:
+                continue
+            colour = self.palette[int(label)]
+            x1, y1, x2, y2 = (float(v) for v in box)
+            draw.rectangle((x1, y1, x2, y2), outline=colour, width=max(1, round(min(canvas.size) / 150)))
+            text = f"{self.classes[int(label)]} {score:.2f}"
+            left, top, right, bottom = draw.textbbox((x1, y1), text)
+            draw.rectangle((left, top, right + 2, bottom), fill=colour)
+            draw.text((x1 + 1, y1), text, fill=(0, 0, 0) if sum(colour) > 380 else (255, 255, 255))
+        out = out_dir / f"{path.stem}_boxes.png"
+        canvas.save(out)
+        return [out]
+
+    def finish(self, out_dir: Path) -> list[Path]:
+        """``results.json``: every detection as ``{image_id, file_name, category_id, bbox: [x, y, w, h], score}``."""
+        out = out_dir / DETECTION_RESULTS
+        out.write_text(json.dumps(self._results))
+        self._results = []
+        return [out]
 
 
 def find_images(pattern: str | os.PathLike) -> list[Path]:
@@ -475,26 +709,12 @@ def overlay_mask(
     return np.round((1 - alpha) * rgb + alpha * colours).astype(np.uint8)
 
 
-def _save_segmentation(
-    predictor: SegmentationPredictor, image: np.ndarray, prediction: Mapping[str, np.ndarray], stem: Path, alpha: float
-) -> list[Path]:
-    mask_path, colour_path, overlay_path = (stem.with_name(f"{stem.name}_{kind}.png") for kind in SEGMENTATION_OUTPUTS)
-    write_mask_png(mask_path, prediction["mask"], predictor.palette if predictor.num_classes <= 256 else None)
-    write_colour_mask(colour_path, prediction["mask"], predictor.palette)
-    Image.fromarray(overlay_mask(image, prediction["mask"], predictor.palette, alpha)).save(overlay_path)
-    return [mask_path, colour_path, overlay_path]
+@dataclass
+class InferenceReport:
+    """What ``infer_files`` did: the files written, and the inputs that could not be read, with the reason."""
 
-
-def _classification_row(predictor: ClassificationPredictor, path: Path, prediction: Mapping[str, Any]) -> list:
-    row: list = [
-        str(path),
-        prediction["label"],
-        predictor.classes[prediction["label"]],
-        f"{prediction['top_k'][0][1]:.6f}",
-    ]
-    for label, score in prediction["top_k"][1:]:
-        row += [label, predictor.classes[label], f"{score:.6f}"]
-    return row
+    written: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
 
 
 def infer_files(
@@ -502,40 +722,33 @@ def infer_files(
     paths: Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
     *,
-    alpha: float = 0.5,
     progress: Callable[[Iterable[Path]], Iterable[Path]] = iter,
-) -> list[Path]:
-    """Predict every image in ``paths`` and write the results under ``out_dir``; returns the files written.
+) -> InferenceReport:
+    """Predict every readable image in ``paths`` and let the predictor write its results under ``out_dir``.
 
-    Segmentation writes ``<stem>_mask.png`` (class indices, palette PNG), ``<stem>_color.png`` and
-    ``<stem>_overlay.png`` at full resolution; classification writes one ``predictions.csv`` (label, class and score,
-    then the other top-k). ``progress`` wraps the path iterator (``tqdm``), so the caller decides what is shown.
+    An image that cannot be read is skipped and listed in the report (a batch of thousands is not lost to one bad
+    file); the predictor's ``finish`` runs however the loop ends. ``progress`` wraps the path iterator (``tqdm``), so
+    the caller decides what is shown.
     """
-    if not isinstance(predictor, (SegmentationPredictor, ClassificationPredictor)):
-        raise TypeError(f"infer_files needs a SegmentationPredictor or ClassificationPredictor, got {predictor!r}")
     paths = [Path(p) for p in paths]
     stems: dict[str, Path] = {}
     for path in paths:
         if path.stem in stems and stems[path.stem] != path:
-            raise ValueError(f"{stems[path.stem]} and {path} share the name {path.stem!r}; their outputs would collide")
+            raise DatasetError(
+                f"{stems[path.stem]} and {path} share the name {path.stem!r}; their outputs would collide"
+            )
         stems[path.stem] = path
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    rows: list[list] = []
-    for path in progress(paths):
-        image = read_image(path)  # DatasetError naming the file when it cannot be read
-        prediction = predictor.predict(image)
-        if isinstance(predictor, SegmentationPredictor):
-            written += _save_segmentation(predictor, image, prediction, out / path.stem, alpha)
-        else:
-            rows.append(_classification_row(predictor, path, prediction))
-    if isinstance(predictor, ClassificationPredictor):
-        header = ["image", "label", "class", "score"]
-        for rank in range(2, predictor.top_k + 1):
-            header += [f"top{rank}_label", f"top{rank}_class", f"top{rank}_score"]
-        csv_path = out / PREDICTIONS_CSV
-        with open(csv_path, "w", newline="") as handle:
-            csv.writer(handle).writerows([header, *rows])
-        written.append(csv_path)
-    return written
+    report = InferenceReport()
+    try:
+        for path in progress(paths):
+            try:
+                image = read_image(path)
+            except DatasetError as err:
+                report.failed.append((path, str(err)))
+                continue
+            report.written += predictor.write(path, image, predictor.predict(image), out)
+    finally:
+        report.written += predictor.finish(out)
+    return report

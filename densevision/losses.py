@@ -8,6 +8,7 @@ all (a crop that is entirely void) gives a zero loss with zero gradients, never 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -19,6 +20,7 @@ from torch import Tensor, nn
 from densevision.registry import LOSSES, ConfigError
 
 __all__ = [
+    "build_loss",
     "CrossEntropyLoss",
     "DiceLoss",
     "FocalLoss",
@@ -200,6 +202,17 @@ class LovaszLoss(_SmpLoss):
     smp_name = "LovaszLoss"
 
 
+def build_loss(cfg: Mapping[str, Any] | nn.Module, *, ignore_index: int | None = None) -> nn.Module:
+    """A loss from its config, with ``ignore_index`` as the default for losses that take one (so a config states the
+    void label once, on the task, and not again in every loss)."""
+    if isinstance(cfg, nn.Module):
+        return cfg
+    kind = cfg.get("type") if isinstance(cfg, Mapping) else None
+    factory = LOSSES.get(kind) if isinstance(kind, str) and kind in LOSSES else kind
+    accepts = callable(factory) and "ignore_index" in inspect.signature(factory).parameters
+    return LOSSES.build(cfg, ignore_index=ignore_index) if accepts and ignore_index is not None else LOSSES.build(cfg)
+
+
 @LOSSES.register_module()
 class CombinedLoss(nn.Module):
     """A weighted sum of configured losses: ``CombinedLoss(losses=[dict(type='CrossEntropyLoss'),
@@ -209,14 +222,20 @@ class CombinedLoss(nn.Module):
     gets ``_1``, ``_2``...) for logging, and they sum to the total.
     """
 
-    def __init__(self, *, losses: Sequence[Mapping[str, Any]], weights: Sequence[float] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        losses: Sequence[Mapping[str, Any]],
+        weights: Sequence[float] | None = None,
+        ignore_index: int | None = None,
+    ) -> None:
         super().__init__()
         if not losses:
             raise ConfigError("CombinedLoss needs at least one entry in 'losses'")
         weights = [1.0] * len(losses) if weights is None else [float(w) for w in weights]
         if len(weights) != len(losses):
             raise ConfigError(f"CombinedLoss has {len(losses)} losses but {len(weights)} weights: {list(weights)}")
-        self.losses = nn.ModuleList(LOSSES.build(cfg) for cfg in losses)
+        self.losses = nn.ModuleList(build_loss(cfg, ignore_index=ignore_index) for cfg in losses)
         self.weights = weights
         types = [type(module).__name__ for module in self.losses]
         seen = [types[:i].count(name) for i, name in enumerate(types)]

@@ -11,6 +11,8 @@ import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from densevision.errors import DensevisionError
+
 __all__ = [
     "Registry",
     "ConfigError",
@@ -24,10 +26,11 @@ __all__ = [
     "OPTIMIZERS",
     "LR_SCHEDULERS",
     "TASKS",
+    "PREDICTORS",
 ]
 
 
-class ConfigError(ValueError):
+class ConfigError(DensevisionError, ValueError):
     """A config value is wrong; the message names the key, value and (when known) the config file."""
 
 
@@ -96,9 +99,9 @@ class Registry:
         try:
             return self._entries[name]
         except KeyError:
-            raise KeyError(self._unknown_message(name)) from None
+            raise KeyError(self.unknown_message(name)) from None
 
-    def _unknown_message(self, name: str, source: str = "") -> str:
+    def unknown_message(self, name: str, source: str = "") -> str:
         hint = close_matches(name, self._entries)
         suggestion = f"; did you mean {', '.join(map(repr, hint))}?" if hint else ""
         return f"unknown type {name!r} in registry {self.name!r}{source}{suggestion}"
@@ -118,7 +121,7 @@ class Registry:
         kind = cfg["type"]
         if isinstance(kind, str):
             if kind not in self._entries:
-                raise ConfigError(self._unknown_message(kind, _source_of(cfg)))
+                raise ConfigError(self.unknown_message(kind, _source_of(cfg)))
             factory = self._entries[kind]
         elif callable(kind):
             factory = kind
@@ -128,9 +131,11 @@ class Registry:
             )
         try:
             return factory(**args)
-        except TypeError as err:
+        except DensevisionError:
+            raise
+        except (TypeError, ValueError) as err:  # a constructor refusing the config's arguments or values
             label = kind if isinstance(kind, str) else getattr(kind, "__name__", repr(kind))
-            raise TypeError(f"while building {label!r} from registry {self.name!r}{_source_of(cfg)}: {err}") from err
+            raise ConfigError(f"while building {label!r} from registry {self.name!r}{_source_of(cfg)}: {err}") from err
 
 
 BACKBONES = Registry("backbones")
@@ -144,6 +149,8 @@ OPTIMIZERS = Registry("optimizers")
 LR_SCHEDULERS = Registry("lr_schedulers")
 # Task models (Segmentor, Classifier, Detector): an architecture from MODELS plus its loss behind the runner interface.
 TASKS = Registry("tasks")
+# Predictors for files on disk (densevision.inference): each task class names its own with a ``predictor`` attribute.
+PREDICTORS = Registry("predictors")
 
 
 def _register_torch_classes() -> None:

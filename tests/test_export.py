@@ -115,7 +115,7 @@ def test_input_channels():
     assert input_channels(Segmentor(model=dict(type="fcdensenet56", in_chans=2, num_classes=3))) == 2
     with pytest.raises(ExportError, match="in_chans"):
         input_channels(nn.Identity())
-    with pytest.raises(ValueError, match="exporter"):
+    with pytest.raises(ExportError, match="exporter"):
         export_onnx(nn.Identity(), "x.onnx", exporter="tflite")
 
 

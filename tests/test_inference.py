@@ -259,8 +259,9 @@ def _write_images(folder: Path, sizes, bands: int = 3) -> list[Path]:
 def test_infer_files_writes_masks_colours_and_overlays(tmp_path):
     paths = _write_images(tmp_path / "in", [(20, 30), (33, 17)])
     predictor = _segmenter(palette=[(255, 0, 0), (0, 255, 0), (0, 0, 255), (9, 9, 9)])
-    written = infer_files(predictor, paths, tmp_path / "out")
-    assert sorted(p.name for p in written) == sorted(
+    report = infer_files(predictor, paths, tmp_path / "out")
+    assert not report.failed
+    assert sorted(p.name for p in report.written) == sorted(
         f"img{i}_{kind}.png" for i in range(2) for kind in ("mask", "color", "overlay")
     )
     for path in paths:
@@ -278,7 +279,7 @@ def test_infer_files_writes_classification_csv(tmp_path):
     paths = _write_images(tmp_path / "in", [(20, 30), (16, 16), (25, 10)])
     predictor = ClassificationPredictor(TinyClassifier(), mean=MEAN, std=STD, num_classes=5, top_k=2,
                                         classes=list("abcde"))  # fmt: skip
-    (csv_path,) = infer_files(predictor, paths, tmp_path / "out")
+    (csv_path,) = infer_files(predictor, paths, tmp_path / "out").written
     rows = list(csv.DictReader(open(csv_path)))
     assert [row["image"] for row in rows] == [str(p) for p in paths]
     for path, row in zip(paths, rows):
@@ -290,14 +291,31 @@ def test_infer_files_writes_classification_csv(tmp_path):
         assert float(row["top2_score"]) == pytest.approx(second_score, abs=1e-6)
 
 
-def test_infer_files_names_unreadable_and_colliding_files(tmp_path):
-    good = _write_images(tmp_path / "in", [(8, 8)])[0]
+def test_infer_files_skips_unreadable_images_and_lists_them(tmp_path):
+    good, other = _write_images(tmp_path / "in", [(8, 8), (9, 9)])
     broken = tmp_path / "in" / "broken.png"
     broken.write_bytes(b"not a png")
-    with pytest.raises(DatasetError, match="broken.png"):
-        infer_files(_segmenter(), [good, broken], tmp_path / "out")
+    report = infer_files(_segmenter(), [good, broken, other], tmp_path / "out")
+    assert [path for path, _ in report.failed] == [broken]
+    assert "broken.png" in report.failed[0][1]
+    assert sorted({p.name.split("_")[0] for p in report.written}) == ["img0", "img1"]
+
+
+def test_classification_csv_keeps_the_rows_of_readable_images(tmp_path):
+    good, other = _write_images(tmp_path / "in", [(8, 8), (9, 9)])
+    broken = tmp_path / "in" / "broken.png"
+    broken.write_bytes(b"")
+    predictor = ClassificationPredictor(TinyClassifier(), mean=MEAN, std=STD, num_classes=5, top_k=1)
+    report = infer_files(predictor, [broken, good, other], tmp_path / "out")
+    (csv_path,) = report.written
+    assert [row["image"] for row in csv.DictReader(open(csv_path))] == [str(good), str(other)]
+    assert [path for path, _ in report.failed] == [broken]
+
+
+def test_infer_files_refuses_colliding_names(tmp_path):
+    good = _write_images(tmp_path / "in", [(8, 8)])[0]
     twin = _write_images(tmp_path / "other", [(8, 8)])[0]
-    with pytest.raises(ValueError, match="img0"):
+    with pytest.raises(DatasetError, match="img0"):
         infer_files(_segmenter(), [good, twin], tmp_path / "out")
 
 
@@ -371,7 +389,7 @@ def test_from_config_default_palette_and_bad_configs(tmp_path):
 def test_predictor_class_follows_the_task():
     assert predictor_class({"model": {"type": "Segmentor"}}) is SegmentationPredictor
     assert predictor_class({"model": {"type": Classifier}}) is ClassificationPredictor
-    with pytest.raises(ConfigError, match="Segmentor and Classifier"):
+    with pytest.raises(ConfigError, match="names its predictor"):
         predictor_class({"model": {"type": nn.Identity}})
     with pytest.raises(ConfigError, match="needs a ClassificationPredictor"):
         SegmentationPredictor.from_config({"model": {"type": "Classifier"}}, "unused.pth")
@@ -420,3 +438,22 @@ def test_infer_tool_names_the_pattern_that_matched_nothing(tool, segmentation_ru
     pattern = str(tmp_path / "nowhere" / "*.jpg")
     assert tool.main([cfg.filename, str(checkpoint), pattern, "--out", str(tmp_path / "o")]) == 1
     assert pattern in capsys.readouterr().err
+
+
+def test_infer_tool_predicts_the_readable_images_and_fails_listing_the_others(tool, segmentation_run, tmp_path, capsys):
+    cfg, checkpoint, _, _ = segmentation_run
+    _write_images(tmp_path / "in", [(20, 20), (24, 24)])
+    (tmp_path / "in" / "broken.png").write_bytes(b"\x89PNG truncated")
+    out = tmp_path / "out"
+    assert tool.main([cfg.filename, str(checkpoint), str(tmp_path / "in"), "--out", str(out), "--device", "cpu"]) == 1
+    captured = capsys.readouterr()
+    assert "2 image(s)" in captured.out
+    assert "failed: " in captured.err and "broken.png" in captured.err and "1 of 3 image(s)" in captured.err
+    assert sorted(p.name for p in out.glob("*_mask.png")) == ["img0_mask.png", "img1_mask.png"]
+
+
+def test_infer_tool_help_lists_the_tasks_options(tool, segmentation_run, capsys):
+    cfg, checkpoint, _, _ = segmentation_run
+    with pytest.raises(SystemExit):
+        tool.main([cfg.filename, str(checkpoint), "x.png", "--help"])
+    assert "--tile-size" in capsys.readouterr().out

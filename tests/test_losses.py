@@ -166,7 +166,7 @@ def test_smp_options_pass_through():
     plain = LOSSES.build(dict(type="DiceLoss", ignore_index=VOID))(logits, target)
     logged = LOSSES.build(dict(type="DiceLoss", ignore_index=VOID, log_loss=True))(logits, target)
     assert logged.item() != pytest.approx(plain.item())
-    with pytest.raises(TypeError, match="DiceLoss"):
+    with pytest.raises(ConfigError, match="DiceLoss"):
         LOSSES.build(dict(type="DiceLoss", not_an_option=1))
 
 

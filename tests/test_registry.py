@@ -111,12 +111,14 @@ def test_malformed_config_is_a_config_error(registry: Registry, cfg: object, mes
         registry.build(cfg)
 
 
-def test_constructor_type_error_names_registry_type_and_file(registry: Registry, tmp_path: Path) -> None:
+def test_constructor_type_error_is_a_config_error_naming_registry_type_and_file(
+    registry: Registry, tmp_path: Path
+) -> None:
     path = tmp_path / "net.py"
     path.write_text("model = dict(type='DenseNet', depth=3, grwoth_rate=4)\n")
 
     expected = rf"while building 'DenseNet' from registry 'toy_models' \(in {re.escape(str(path))}\): .*grwoth"
-    with pytest.raises(TypeError, match=expected):
+    with pytest.raises(ConfigError, match=expected):
         registry.build(Config.fromfile(path).model)
 
 

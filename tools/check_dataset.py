@@ -12,6 +12,7 @@ import sys
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import densevision.data  # noqa: E402,F401  (registers the datasets)
+from densevision.cli import entry_point  # noqa: E402
 from densevision.config import Config, parse_cfg_options  # noqa: E402
 from densevision.data.checks import DatasetError  # noqa: E402
 from densevision.registry import DATASETS, ConfigError  # noqa: E402
@@ -36,6 +37,7 @@ def dataset_config(cfg: Config, split: str, source: str) -> tuple[str, dict]:
     raise ConfigError(f"{source} defines neither {split}_dataloader.dataset nor {split}_dataset; it defines {defined}")
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = Config.fromfile(args.config)

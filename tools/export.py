@@ -13,11 +13,10 @@ import sys
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
+from densevision.cli import entry_point  # noqa: E402
 from densevision.config import Config, parse_cfg_options  # noqa: E402
-from densevision.engine.errors import EngineError  # noqa: E402
-from densevision.export import EXPORTERS, ExportError, export_and_check  # noqa: E402
+from densevision.export import EXPORTERS, export_and_check  # noqa: E402
 from densevision.inference import load_task  # noqa: E402
-from densevision.registry import ConfigError  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -34,24 +33,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        cfg = Config.fromfile(args.config)
-        cfg.merge_from_dict(parse_cfg_options(args.cfg_options))
-        task = load_task(cfg, args.checkpoint, device="cpu")
-        result = export_and_check(
-            task,
-            args.out,
-            input_size=args.input_size,
-            batch_size=args.batch_size,
-            opset=args.opset,
-            exporter=args.exporter,
-            atol=args.atol,
-        )
-    except (ConfigError, EngineError, ExportError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    cfg = Config.fromfile(args.config)
+    cfg.merge_from_dict(parse_cfg_options(args.cfg_options))
+    task = load_task(cfg, args.checkpoint, device="cpu")
+    result = export_and_check(
+        task,
+        args.out,
+        input_size=args.input_size,
+        batch_size=args.batch_size,
+        opset=args.opset,
+        exporter=args.exporter,
+        atol=args.atol,
+    )
     if result.fallback_reason:
         print(f"torch.export-based exporter failed ({result.fallback_reason}); used the TorchScript exporter")
     print(f"wrote {result.path} ({result.exporter} exporter, opset {result.opset})")

@@ -1,8 +1,12 @@
 """Predict images with a trained model: ``python tools/infer.py CONFIG CHECKPOINT INPUT [--out DIR]``.
 
-INPUT is an image file, a folder of images or a glob pattern (quote it: ``'data/**/*.png'``). Segmentation writes
-``<stem>_mask.png`` (class indices), ``<stem>_color.png`` and ``<stem>_overlay.png`` per image at full resolution;
-``--tile-size`` predicts large images in overlapping tiles. Classification writes ``predictions.csv``.
+INPUT is an image file, a folder of images or a glob pattern (quote it: ``'data/**/*.png'``). What is written depends
+on the task the config trains: segmentation writes ``<stem>_mask.png`` (class indices), ``<stem>_color.png`` and
+``<stem>_overlay.png`` per image (``--tile-size`` predicts large images in overlapping tiles); classification writes
+``predictions.csv``; detection draws boxes into ``<stem>_boxes.png`` and writes ``results.json`` (COCO format).
+``python tools/infer.py CONFIG CHECKPOINT INPUT --help`` lists the options of the config's task.
+
+Unreadable images are skipped and listed at the end; the exit status is then 1.
 """
 
 from __future__ import annotations
@@ -15,29 +19,22 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from tqdm import tqdm  # noqa: E402
 
+from densevision.cli import entry_point  # noqa: E402
 from densevision.config import Config, parse_cfg_options  # noqa: E402
-from densevision.data.checks import DatasetError  # noqa: E402
-from densevision.engine.errors import EngineError  # noqa: E402
-from densevision.inference import SegmentationPredictor, find_images, infer_files, predictor_class  # noqa: E402
-from densevision.registry import ConfigError  # noqa: E402
+from densevision.inference import find_images, infer_files, predictor_class  # noqa: E402
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def _common_parser(add_help: bool) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, add_help=add_help
+    )
     parser.add_argument("config", help="config file the model was trained with")
     parser.add_argument("checkpoint", help="checkpoint file (.pth) with the trained weights")
     parser.add_argument("input", help="image file, folder of images, or glob pattern")
     parser.add_argument("--out", default="predictions", help="output folder (default: ./predictions)")
-    parser.add_argument("--tile-size", type=int, nargs="+", metavar="N", help="tile size N or H W for large images")
-    parser.add_argument("--tile-overlap", type=float, default=0.25, help="fraction shared by neighbouring tiles")
-    parser.add_argument("--tile-window", choices=("uniform", "hann"), default="uniform", help="tile blending weights")
-    parser.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
-    parser.add_argument("--size-divisor", type=int, help="pad inputs to a multiple of this (models that need it)")
-    parser.add_argument("--top-k", type=int, default=5, help="classes listed per image (classification)")
-    parser.add_argument("--alpha", type=float, default=0.5, help="mask opacity in the overlays")
     parser.add_argument("--device", default="cuda" if _cuda_available() else "cpu", help="torch device")
     parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE", help="override config values")
-    return parser.parse_args(argv)
+    return parser
 
 
 def _cuda_available() -> bool:
@@ -46,30 +43,30 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        paths = find_images(args.input)
-        cfg = Config.fromfile(args.config)
-        cfg.merge_from_dict(parse_cfg_options(args.cfg_options))
-        predictor_cls = predictor_class(cfg)
-        if issubclass(predictor_cls, SegmentationPredictor):
-            tile_size = args.tile_size[0] if args.tile_size and len(args.tile_size) == 1 else args.tile_size
-            options = dict(
-                tile_size=tile_size,
-                tile_overlap=args.tile_overlap,
-                tile_window=args.tile_window,
-                batch_size=args.batch_size,
-                size_divisor=args.size_divisor,
-            )
-        else:
-            options = dict(top_k=args.top_k)
-        predictor = predictor_cls.from_config(cfg, args.checkpoint, device=args.device, **options)
-        written = infer_files(predictor, paths, args.out, alpha=args.alpha, progress=lambda it: tqdm(it, unit="img"))
-    except (FileNotFoundError, DatasetError, ConfigError, EngineError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if {"-h", "--help"} & set(arguments) and not any(os.path.isfile(a) for a in arguments[:1]):
+        _common_parser(add_help=True).parse_args(arguments)  # help before a config names the task's options
+    known, _ = _common_parser(add_help=False).parse_known_args(arguments)
+    cfg = Config.fromfile(known.config)
+    cfg.merge_from_dict(parse_cfg_options(known.cfg_options))
+    predictor_cls = predictor_class(cfg)
+    parser = _common_parser(add_help=True)
+    predictor_cls.add_arguments(parser.add_argument_group(f"{predictor_cls.__name__} options"))
+    args = parser.parse_args(arguments)
+    paths = find_images(args.input)
+    predictor = predictor_cls.from_config(
+        cfg, args.checkpoint, device=args.device, **predictor_cls.options_from_args(args)
+    )
+    report = infer_files(predictor, paths, args.out, progress=lambda it: tqdm(it, unit="img"))
+    done = len(paths) - len(report.failed)
+    print(f"{done} image(s) -> {len(report.written)} file(s) in {args.out}")
+    for path, reason in report.failed:
+        print(f"failed: {path}: {' '.join(reason.split())}", file=sys.stderr)
+    if report.failed:
+        print(f"error: {len(report.failed)} of {len(paths)} image(s) could not be read", file=sys.stderr)
         return 1
-    print(f"{len(paths)} image(s) -> {len(written)} file(s) in {args.out}")
     return 0
 
 

@@ -1,7 +1,7 @@
 """Print parameter counts (and feature pyramids) of registered architectures — the README's figures come from here.
 
-    python tools/model_info.py densenet121 densenet169 densenet201 densenet161 --num-classes 1000
-    python tools/model_info.py fcdensenet56 fcdensenet67 fcdensenet103 --num-classes 11
+python tools/model_info.py densenet121 densenet169 densenet201 densenet161 --num-classes 1000
+python tools/model_info.py fcdensenet56 fcdensenet67 fcdensenet103 --num-classes 11
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import sys
 import torch
 
 import densevision
+from densevision.cli import entry_point
+from densevision.registry import MODELS, ConfigError
 
 
 def describe(name: str, num_classes: int | None) -> dict[str, object]:
@@ -19,10 +21,12 @@ def describe(name: str, num_classes: int | None) -> dict[str, object]:
     with torch.device("meta"):  # shapes only: no memory, no initialisation time
         model = densevision.create_model(name, **kwargs)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    buffers = sum(b.numel() for name, b in model.named_buffers() if not name.endswith("num_batches_tracked"))
+    # BatchNorm running statistics only: detectors also keep their default boxes as a buffer.
+    buffers = sum(b.numel() for name, b in model.named_buffers() if name.endswith(("running_mean", "running_var")))
     return {"model": name, "trainable": trainable, "with BN statistics": trainable + buffers}
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("models", nargs="+", help="registered names (python -c 'import densevision; ...list_models()')")
@@ -30,15 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     unknown = [name for name in args.models if name not in densevision.list_models()]
     if unknown:
-        try:
-            densevision.create_model(unknown[0])
-        except KeyError as err:
-            print(f"error: {err.args[0]}", file=sys.stderr)
-            return 1
+        raise ConfigError(MODELS.unknown_message(unknown[0]))
     rows = [describe(name, args.num_classes) for name in args.models]
-    print(f"{'model':<16}{'trainable params':>18}{'with BN statistics':>20}")
+    print(f"{'model':<20}{'trainable params':>18}{'with BN statistics':>20}")
     for row in rows:
-        print(f"{row['model']:<16}{row['trainable']:>18,}{row['with BN statistics']:>20,}")
+        print(f"{row['model']:<20}{row['trainable']:>18,}{row['with BN statistics']:>20,}")
     return 0
 
 

@@ -12,7 +12,8 @@ import sys
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from densevision.engine.launch import USER_ERRORS, load_config, run_test  # noqa: E402
+from densevision.cli import entry_point  # noqa: E402
+from densevision.engine.launch import load_config, run_test  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -26,17 +27,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        cfg = load_config(args.config, args.cfg_options, work_dir=args.work_dir, launcher=args.launcher)
-        _, table = run_test(cfg, args.checkpoint, args.out)
-    except USER_ERRORS as err:
-        if os.environ.get("DENSEVISION_DEBUG"):
-            raise
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 1
+    cfg = load_config(args.config, args.cfg_options, work_dir=args.work_dir, launcher=args.launcher)
+    _, table = run_test(cfg, args.checkpoint, args.out)
     if table is not None:
         print(table)
     return 0

@@ -34,7 +34,8 @@ optim_wrapper = dict(
 # fills total_iters / T_max when not given. See configs/_base_/schedules/.
 param_scheduler = []
 
-train_cfg = dict(max_epochs=100, val_interval=1)  # evaluate every val_interval epochs and after the last one
+train_cfg = dict(max_epochs=100, max_iters=None, val_interval=1)  # one of max_epochs or max_iters (batches, the
+# last epoch cut short; set max_epochs=None); evaluate every val_interval epochs and at the end
 checkpoint = dict(monitor=None, mode="max")  # e.g. monitor='mIoU': also keep best.pth; last.pth is written every epoch
 early_stopping = None  # e.g. dict(monitor='mIoU', patience=150, mode='max', min_delta=0.0): patience in evaluations
 log_interval = 10  # iterations between metrics.jsonl / TensorBoard training records

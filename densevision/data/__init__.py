@@ -1,6 +1,16 @@
 """Datasets, readers and augmentation pipelines; importing this package registers them."""
 
-from densevision.data import camvid, image_folder, mask_folder, shapes, transforms  # noqa: F401
+from densevision.data import (  # noqa: F401
+    camvid,
+    coco,
+    detection,
+    detection_transforms,
+    image_folder,
+    mask_folder,
+    shapes,
+    transforms,
+    voc,
+)
 from densevision.data.checks import DatasetError, DatasetSummary
 from densevision.data.collate import collate
 from densevision.data.transforms import build_pipeline

@@ -93,6 +93,11 @@ class SegmentationDataset(Dataset):
     def num_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def metainfo(self) -> dict[str, Any]:
+        """Classes, colours and void label: the one source the runner hands to the task, the metric and checkpoints."""
+        return {"classes": self.classes, "palette": list(self.palette), "ignore_index": self.ignore_index}
+
     def __len__(self) -> int:
         return len(self.samples)
 

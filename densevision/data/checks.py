@@ -12,10 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
+from densevision.errors import DensevisionError
+
 __all__ = ["DatasetError", "DatasetSummary", "check_same_size", "check_label_values"]
 
 
-class DatasetError(ValueError):
+class DatasetError(DensevisionError, ValueError):
     """A dataset file is missing, unreadable or holds a bad value; the message names the file (and the value)."""
 
 
@@ -45,7 +47,8 @@ def check_label_values(mask: np.ndarray, num_classes: int, ignore_index: int, ma
 
 @dataclass
 class DatasetSummary:
-    """What ``check()`` saw: how many samples, and per class how many pixels (segmentation) or images."""
+    """What ``check()`` saw: how many samples, and per class how many pixels (segmentation), images
+    (classification) or boxes (detection)."""
 
     num_images: int
     classes: tuple[str, ...]
@@ -59,7 +62,7 @@ class DatasetSummary:
         width = max([len(name) for name in self.classes] + [len("(ignored)"), len("class")])
         lines = [f"{self.num_images} images", f"{'class':<{width}}  {self.unit:>12}  {'share':>7}"]
         rows = list(zip(self.classes, self.counts))
-        if self.unit == "pixels":
+        if self.unit in ("pixels", "boxes"):  # void pixels; difficult/crowd boxes
             rows.append(("(ignored)", self.ignored))
         for name, count in rows:
             share = 100.0 * count / total if total else 0.0

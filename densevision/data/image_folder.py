@@ -68,6 +68,11 @@ class ImageFolderDataset(Dataset):
     def num_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def metainfo(self) -> dict[str, Any]:
+        """Class names: the one source the runner hands to the task, the metric and checkpoints."""
+        return {"classes": self.classes}
+
     def __len__(self) -> int:
         return len(self.samples)
 
@@ -120,6 +125,11 @@ class CIFAR10Folder(Dataset):
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def metainfo(self) -> dict[str, Any]:
+        """Class names: the one source the runner hands to the task, the metric and checkpoints."""
+        return {"classes": self.classes}
 
     def __len__(self) -> int:
         return len(self._cifar.data)

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from densevision.data.coco import CocoDetection
 from densevision.data.image_folder import ImageFolderDataset
 from densevision.data.io import Colour, write_mask_png
 from densevision.data.mask_folder import MaskFolderDataset
@@ -38,6 +39,7 @@ __all__ = [
     "generate_shapes",
     "ShapesSegmentation",
     "ShapesClassification",
+    "ShapesDetection",
 ]
 
 SHAPE_CLASSES = ("triangle", "rectangle", "ellipse")
@@ -324,3 +326,38 @@ class ShapesClassification(ImageFolderDataset):
             root, num_train=num_train, num_val=num_val, num_test=num_test, image_size=image_size, seed=seed
         )
         super().__init__(root / "classification" / split, pipeline=pipeline, classes=SHAPE_CLASSES)
+
+
+@DATASETS.register_module()
+class ShapesDetection(CocoDetection):
+    """``generate_shapes`` (if not done yet), then the detection split as a ``CocoDetection`` (3 classes).
+
+    Boxes enclose each shape's visible pixels; the box colours are the segmentation colours of the same classes.
+    """
+
+    # Fixed by the generator; predictors read them from the class.
+    classes = SHAPE_CLASSES
+    palette = SHAPES_PALETTE[1:]
+
+    def __init__(
+        self,
+        root: str | Path = "data/shapes",
+        split: str = "train",
+        pipeline: Sequence[Mapping[str, Any]] | Callable[..., dict] | None = None,
+        *,
+        num_train: int = 300,
+        num_val: int = 60,
+        num_test: int = 60,
+        image_size: int = 64,
+        seed: int = 0,
+    ) -> None:
+        _check_split(split)
+        root = generate_shapes(
+            root, num_train=num_train, num_val=num_val, num_test=num_test, image_size=image_size, seed=seed
+        )
+        super().__init__(
+            ann_file=root / "detection" / "annotations" / f"instances_{split}.json",
+            img_dir=root / "detection" / "images" / split,
+            pipeline=pipeline,
+            palette=SHAPES_PALETTE[1:],
+        )

@@ -8,6 +8,7 @@ argument is an error naming the closest real one, rather than albumentations' wa
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -106,9 +107,11 @@ def build_pipeline(cfgs: Sequence[Mapping[str, Any]] | None, task: str = "segmen
         raise ConfigError(f"a pipeline is a list of transform dicts, got {cfgs!r}")
     transforms = [_build_transform(cfg, f"pipeline[{i}]") for i, cfg in enumerate(cfgs or [])]
     if task == "detection":
-        return TorchSeededCompose(
-            transforms, bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels"])
-        )
+        with warnings.catch_warnings():  # an image-only (or empty) pipeline is fine: boxes pass through unchanged
+            warnings.filterwarnings("ignore", message="Got processor for bboxes, but no transform to process it")
+            return TorchSeededCompose(
+                transforms, bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels"])
+            )
     return TorchSeededCompose(transforms)
 
 

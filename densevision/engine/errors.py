@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from densevision.errors import DensevisionError
+
 __all__ = ["EngineError", "CheckpointError", "WorkDirError", "NonFiniteLossError"]
 
 
-class EngineError(RuntimeError):
+class EngineError(DensevisionError, RuntimeError):
     """Base of the engine's user-facing errors; the tools print their message on one line and exit 1."""
 
 

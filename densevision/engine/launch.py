@@ -1,6 +1,6 @@
 """What tools/train.py and tools/test.py do, as functions: load and override the config, run, write results.
 
-The tools only parse arguments and turn ``USER_ERRORS`` into a one-line ``error: ...`` and exit status 1.
+The tools only parse arguments; ``densevision.cli.entry_point`` turns user errors into one ``error: ...`` line.
 """
 
 from __future__ import annotations
@@ -13,15 +13,10 @@ from typing import Any
 
 from densevision.config import Config, parse_cfg_options
 from densevision.engine import distributed
-from densevision.engine.errors import EngineError
 from densevision.engine.runner import Runner
 from densevision.registry import ConfigError, close_matches
 
-__all__ = ["USER_ERRORS", "load_config", "run_training", "run_test", "write_json"]
-
-# Problems with the user's input or environment (config, files, data, a diverging run), reported without traceback.
-# ValueError covers ConfigError and DatasetError; TypeError covers bad arguments found by Registry.build.
-USER_ERRORS: tuple[type[BaseException], ...] = (EngineError, ValueError, TypeError, OSError)
+__all__ = ["load_config", "run_training", "run_test", "write_json"]
 
 
 def _check_override_key(cfg: Mapping[str, Any], dotted: str) -> None:

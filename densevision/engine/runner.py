@@ -47,7 +47,7 @@ __all__ = ["Runner", "seed_everything", "prepare_work_dir", "to_device", "ShardS
 logger = logging.getLogger("densevision")
 
 LOADER_KEYS = ("batch_size", "num_workers", "shuffle", "pin_memory", "drop_last", "persistent_workers", "dataset")
-TRAIN_CFG_DEFAULTS = {"max_epochs": None, "val_interval": 1}
+TRAIN_CFG_DEFAULTS = {"max_epochs": None, "max_iters": None, "val_interval": 1}
 CHECKPOINT_DEFAULTS = {"monitor": None, "mode": "max"}
 EARLY_STOPPING_DEFAULTS = {"monitor": None, "patience": None, "mode": "max", "min_delta": 0.0}
 VISUALIZATION_DEFAULTS = {"num_samples": 4}
@@ -222,6 +222,8 @@ class Runner:
         self.optim_wrapper: OptimWrapper | None = None
         self.param_schedulers: ParamSchedulers | None = None
         self.test_evaluator: Any = None
+        self.dataset_meta: dict[str, Any] = {}
+        self.max_iters: int | None = None
         self._loader_generator = torch.Generator()
 
     @classmethod
@@ -272,14 +274,24 @@ class Runner:
     # ------------------------------------------------------------------------------------------------------ training
 
     def train(self) -> dict[str, float]:
-        """Train for ``train_cfg.max_epochs`` (or until early stopping); returns the last validation metrics."""
-        max_epochs = self.train_cfg["max_epochs"]
-        if not isinstance(max_epochs, int) or max_epochs < 1:
-            raise ConfigError(f"train_cfg.max_epochs must be a positive integer, got {max_epochs!r}")
+        """Train for ``train_cfg.max_epochs`` or ``max_iters`` batches (or until early stopping); returns the last
+        validation metrics."""
+        max_epochs, max_iters = self.train_cfg["max_epochs"], self.train_cfg["max_iters"]
+        if (max_epochs is None) == (max_iters is None):
+            raise ConfigError(
+                f"train_cfg needs exactly one of max_epochs and max_iters, got max_epochs={max_epochs!r}, "
+                f"max_iters={max_iters!r} (set the other to None)"
+            )
+        for key, value in (("max_epochs", max_epochs), ("max_iters", max_iters)):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ConfigError(f"train_cfg.{key} must be a positive integer, got {value!r}")
         val_interval = self.train_cfg["val_interval"]
         if not isinstance(val_interval, int) or val_interval < 1:
             raise ConfigError(f"train_cfg.val_interval must be a positive integer, got {val_interval!r}")
         train_loader = self.build_dataloader("train_dataloader", train=True)
+        if max_iters is not None:  # iteration-based recipes (DSOD): whole epochs, the last one cut at max_iters
+            self.max_iters = max_iters
+            max_epochs = max(1, math.ceil(max_iters / max(1, len(train_loader))))
         has_val = self.cfg.get("val_dataloader") is not None
         if not has_val and self.early_stopping_cfg is not None:
             raise ConfigError("early_stopping needs validation: set val_dataloader and val_evaluator")
@@ -289,6 +301,9 @@ class Runner:
             )
         val_loader = self.build_dataloader("val_dataloader", train=False) if has_val else None
         val_evaluator = self.build_evaluator("val_evaluator") if has_val else None
+        self.dataset_meta = self._apply_dataset_meta(
+            train_loader.dataset, val_loader.dataset if val_loader is not None else None, val_evaluator
+        )
         if self.cfg.get("check_datasets", True):
             for loader in (train_loader, val_loader):
                 if loader is not None and hasattr(loader.dataset, "check"):
@@ -309,6 +324,7 @@ class Runner:
             )
         if self.dist.is_main:
             self._dump_config()
+        self._describe_run(train_loader, val_loader, max_epochs)
 
         metrics: dict[str, float] = {}
         with self.run_logger:
@@ -320,7 +336,8 @@ class Runner:
             for epoch in range(self.epoch, max_epochs):
                 mean_loss = self._train_epoch(train_loader, loss_model, epoch, max_epochs)
                 self.history["train"].append({"epoch": epoch + 1, "loss": mean_loss})
-                evaluate = val_loader is not None and ((epoch + 1) % val_interval == 0 or epoch + 1 == max_epochs)
+                last = epoch + 1 == max_epochs or (self.max_iters is not None and self.iteration >= self.max_iters)
+                evaluate = val_loader is not None and ((epoch + 1) % val_interval == 0 or last)
                 improved = stop = False
                 if evaluate:
                     metrics = self._validate(val_loader, val_evaluator, epoch)
@@ -329,9 +346,72 @@ class Runner:
                 self._save_checkpoints(improved)
                 if self.dist.is_main:
                     plot_curves(self.history, self.work_dir / CURVES_FILE, self._monitored_names())
-                if stop:
+                if stop or last:
                     break
         return metrics
+
+    def _describe_run(self, train_loader: DataLoader, val_loader: DataLoader | None, max_epochs: int) -> None:
+        """What a reader of the log needs to compare runs: data splits, the effective batch, the training length and
+        the task's own settings (a detector's score threshold)."""
+        assert self.optim_wrapper is not None
+        per_process, accumulate = train_loader.batch_size or 1, self.optim_wrapper.accumulate_steps
+        logger.info(
+            "training on %s; effective batch %d = %d per process x %d process(es) x %d accumulation step(s)",
+            _describe_dataset(train_loader.dataset),
+            per_process * self.dist.world_size * accumulate,
+            per_process,
+            self.dist.world_size,
+            accumulate,
+        )
+        length = f"{self.max_iters} iterations" if self.max_iters else f"{max_epochs} epochs"
+        logger.info("training length: %s (%d batches per epoch)", length, len(train_loader))
+        if val_loader is not None:
+            logger.info("evaluating on %s", _describe_dataset(val_loader.dataset))
+        describe = getattr(self.task, "describe", None)
+        if callable(describe):
+            logger.info("%s", describe())
+
+    def _apply_dataset_meta(self, dataset: Any, other: Any, evaluator: Any) -> dict[str, Any]:
+        """Hand the dataset's metainfo (classes, palette, void label) to the task and the metric, after checking that
+        they agree with it: a 12-class model on 11-class data must fail here, not as a silent wrong metric."""
+        meta = dict(getattr(dataset, "metainfo", None) or {})
+        name = type(dataset).__name__
+        if other is not None:
+            other_meta = getattr(other, "metainfo", None) or {}
+            if "classes" in meta and tuple(other_meta.get("classes", meta["classes"])) != tuple(meta["classes"]):
+                raise ConfigError(
+                    f"the training dataset ({name}) has classes {list(meta['classes'])} but the evaluation dataset "
+                    f"({type(other).__name__}) has {list(other_meta['classes'])}"
+                )
+        classes = meta.get("classes")
+        if classes is not None:
+            predicted = getattr(self.task, "num_classes", None)
+            if predicted is not None and predicted != len(classes):
+                raise ConfigError(
+                    f"the model predicts {predicted} classes but {name} has {len(classes)}: {list(classes)} "
+                    f"(set the network's num_classes to {len(classes)})"
+                )
+        void = meta.get("ignore_index")
+        if void is not None:
+            loss = getattr(self.task, "loss_fn", None)
+            owners = [("model", self.task)] + ([("model.loss", m) for m in loss.modules()] if loss is not None else [])
+            for where, owner in owners:
+                value = getattr(owner, "ignore_index", None)
+                if value is not None and value != void:
+                    raise ConfigError(
+                        f"{where} ignores label {value} but {name} marks void pixels with {void} "
+                        f"(set model.ignore_index={void} and drop ignore_index from the loss)"
+                    )
+        self.task.dataset_meta = meta
+        if evaluator is not None:
+            evaluator.dataset_meta = meta  # a metric fills unset class names and counts from it, or refuses it
+            counted = getattr(evaluator, "num_classes", None)
+            if classes is not None and counted is not None and counted != len(classes):
+                raise ConfigError(
+                    f"{type(evaluator).__name__} counts {counted} classes but {name} has {len(classes)}: "
+                    f"{list(classes)} (drop num_classes from the evaluator: it follows the dataset)"
+                )
+        return meta
 
     def _load_initial_weights(self, path: Path) -> None:
         """``load_from``: start from another run's weights (fine-tuning); optimizer, schedule and epochs start anew."""
@@ -352,7 +432,9 @@ class Runner:
         self._loader_generator.manual_seed(self.seed + epoch)
         schedulers.before_epoch(epoch)
         num_iters = len(loader)
-        if num_iters == 0:
+        if self.max_iters is not None:  # the last epoch of an iteration-based run stops at max_iters
+            num_iters = min(num_iters, self.max_iters - self.iteration)
+        if num_iters <= 0:
             raise ConfigError(
                 f"train_dataloader yields no batches ({len(loader.dataset)} samples, batch_size {loader.batch_size}, "
                 f"{self.dist.world_size} process(es), drop_last={loader.drop_last})"
@@ -361,6 +443,8 @@ class Runner:
         started = time.perf_counter()
         bar = progress_bar(loader, total=num_iters, desc=f"epoch {epoch + 1}/{max_epochs}", enabled=self.dist.is_main)
         for index, batch in enumerate(bar):
+            if index == num_iters:
+                break
             schedulers.before_iter(self.iteration)
             lr = optim.lr
             batch = to_device(batch, self.device)
@@ -476,8 +560,8 @@ class Runner:
         evaluator.sync()
         metrics = {k: float(v) for k, v in evaluator.compute().items()}
         if samples and samples_dir is not None:
-            palette, classes = getattr(loader.dataset, "palette", None), getattr(loader.dataset, "classes", None)
-            save_prediction_samples(samples, samples_dir, palette=palette, classes=classes)
+            meta = getattr(loader.dataset, "metainfo", None) or {}
+            save_prediction_samples(samples, samples_dir, palette=meta.get("palette"), classes=meta.get("classes"))
         return metrics
 
     def test(self, checkpoint: str | os.PathLike | None = None) -> dict[str, float]:
@@ -487,6 +571,7 @@ class Runner:
         """
         loader = self.build_dataloader("test_dataloader", train=False)
         self.test_evaluator = self.build_evaluator("test_evaluator")
+        self.dataset_meta = self._apply_dataset_meta(loader.dataset, None, self.test_evaluator)
         with self.run_logger:
             if checkpoint is not None:
                 meta = load_model_weights(self.task, checkpoint).get("meta", {})
@@ -501,7 +586,12 @@ class Runner:
         """Everything a resumed run needs to continue exactly as an uninterrupted one (tensors and primitives only)."""
         assert self.optim_wrapper is not None and self.param_schedulers is not None
         return {
-            "meta": {"epoch": self.epoch, "iteration": self.iteration, "world_size": self.dist.world_size},
+            "meta": {
+                "epoch": self.epoch,
+                "iteration": self.iteration,
+                "world_size": self.dist.world_size,
+                "dataset_meta": self.dataset_meta,  # predictors read classes and palette from here
+            },
             "state_dict": self.task.state_dict(),
             "optim_wrapper": self.optim_wrapper.state_dict(),
             "param_schedulers": self.param_schedulers.state_dict(),
@@ -548,6 +638,14 @@ class Runner:
             self.cfg.dump(self.work_dir / CONFIG_FILE)
         except ConfigError as err:  # values built in code (classes) have no config-file spelling
             logger.warning("config not written to %s: %s", self.work_dir / CONFIG_FILE, err)
+
+
+def _describe_dataset(dataset: Any) -> str:
+    """A dataset's own description (split, years, size) when it offers one, else its type and size."""
+    describe = getattr(dataset, "describe", None)
+    if callable(describe):
+        return str(describe())
+    return f"{len(dataset)} samples ({type(dataset).__name__})"
 
 
 def _section_or_fail(cfg: Mapping[str, Any], name: str) -> Mapping[str, Any]:

@@ -13,8 +13,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from densevision.data.checks import DatasetError
 from densevision.evaluation.base import Metric
-from densevision.registry import METRICS
+from densevision.registry import METRICS, ConfigError
 
 __all__ = ["ConfusionMatrix", "SegmentationMetric"]
 
@@ -94,44 +95,81 @@ class SegmentationMetric(Metric):
     sum_states = ("confusion.matrix",)
 
     def __init__(
-        self, num_classes: int, ignore_index: int | None = 255, class_names: Sequence[str] | None = None
+        self,
+        num_classes: int | None = None,
+        ignore_index: int | None = 255,
+        class_names: Sequence[str] | None = None,
     ) -> None:
+        self._dataset_meta: dict[str, Any] | None = None
+        self._configure(num_classes, ignore_index, class_names)
+
+    def _configure(self, num_classes: int | None, ignore_index: int | None, class_names: Sequence[str] | None) -> None:
+        if num_classes is None and class_names is not None:
+            num_classes = len(class_names)
         if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(f"class_names has {len(class_names)} names for num_classes={num_classes}: {class_names}")
+            raise ConfigError(f"class_names has {len(class_names)} names for num_classes={num_classes}: {class_names}")
         self.num_classes = num_classes
         self.ignore_index = ignore_index
-        self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
-        self.confusion = ConfusionMatrix(num_classes, ignore_index)
+        self.class_names = list(class_names) if class_names is not None else None
+        self.confusion = ConfusionMatrix(num_classes, ignore_index) if num_classes is not None else None
+
+    @property
+    def dataset_meta(self) -> dict[str, Any] | None:
+        """The dataset's metainfo (set by the runner): fills the class count, names and void label left unset."""
+        return self._dataset_meta
+
+    @dataset_meta.setter
+    def dataset_meta(self, meta: dict[str, Any] | None) -> None:
+        self._dataset_meta = meta
+        if not meta or "classes" not in meta:
+            return
+        classes = list(meta["classes"])
+        if self.num_classes is not None and self.num_classes != len(classes):
+            raise ConfigError(
+                f"SegmentationMetric has num_classes={self.num_classes} but the dataset has {len(classes)} classes "
+                f"{classes}; drop num_classes from the evaluator (it follows the dataset)"
+            )
+        names = self.class_names if self.class_names is not None else classes
+        self._configure(len(classes), meta.get("ignore_index", self.ignore_index), names)
+
+    def _require_classes(self) -> ConfusionMatrix:
+        if self.confusion is None:
+            raise ConfigError("SegmentationMetric needs num_classes (or class_names, or a dataset's metainfo)")
+        return self.confusion
 
     def reset(self) -> None:
-        self.confusion.reset()
+        if self.confusion is not None:
+            self.confusion.reset()
 
     def update(self, preds: list[dict[str, Any]], batch: dict[str, Any]) -> None:
         targets = batch["mask"]
         if len(preds) != len(targets):
             raise ValueError(f"{len(preds)} predictions for a batch of {len(targets)} masks")
         metas = batch.get("meta") or [{}] * len(preds)
+        confusion = self._require_classes()
         for index, (pred, target, meta) in enumerate(zip(preds, targets, metas)):
             try:
-                self.confusion.update(pred["mask"], target)
+                confusion.update(pred["mask"], target)
             except ValueError as err:
                 where = meta.get("path", f"image {index} of the batch")
-                raise ValueError(f"{where}: {err}") from err
+                raise DatasetError(f"{where}: {err}") from err
 
     def compute(self) -> dict[str, float]:
-        scores = self.confusion.scores()
+        scores = self._require_classes().scores()
+        names = self.class_names or [str(i) for i in range(len(scores["iou"]))]
         iou, acc = scores["iou"], scores["acc"]
         results = {"mIoU": _nanmean(iou), "mAcc": _nanmean(acc), "aAcc": float(scores["aacc"])}
-        results.update({f"IoU/{name}": float(value) for name, value in zip(self.class_names, iou)})
-        results.update({f"Acc/{name}": float(value) for name, value in zip(self.class_names, acc)})
+        results.update({f"IoU/{name}": float(value) for name, value in zip(names, iou)})
+        results.update({f"Acc/{name}": float(value) for name, value in zip(names, acc)})
         return results
 
     def summary_table(self) -> str:
         """Per-class IoU and accuracy in percent, then the split-wide figures; ``-`` marks an undefined value."""
         results = self.compute()
-        width = max(len("class"), *(len(name) for name in self.class_names))
+        names = self.class_names or [str(i) for i in range(self.num_classes)]
+        width = max(len("class"), *(len(name) for name in names))
         lines = [f"{'class':<{width}}  {'IoU %':>7}  {'Acc %':>7}", "-" * (width + 18)]
-        for name in self.class_names:
+        for name in names:
             lines.append(f"{name:<{width}}  {_percent(results[f'IoU/{name}'])}  {_percent(results[f'Acc/{name}'])}")
         lines.append("-" * (width + 18))
         lines.append(f"{'mean':<{width}}  {_percent(results['mIoU'])}  {_percent(results['mAcc'])}")

@@ -7,19 +7,55 @@ with different arguments. Module names follow torchvision (``denselayer{i}.norm1
 
 from __future__ import annotations
 
+import functools
 import inspect
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["DenseLayer", "DenseBlock", "Transition", "make_act"]
+__all__ = ["DenseLayer", "DenseBlock", "Transition", "make_act", "resolve_norm_layer"]
 
 NormLayer = Callable[[int], nn.Module]
 ActLayer = Callable[..., nn.Module]
+# What a config may write for a norm layer: a callable, a name, or dict(type=name, **options).
+NormSpec = NormLayer | str | Mapping[str, Any]
+
+_NORM_LAYERS: dict[str, Callable[..., nn.Module]] = {"BatchNorm2d": nn.BatchNorm2d, "SyncBatchNorm": nn.SyncBatchNorm}
+
+
+def _group_norm(channels: int, *, num_groups: int = 32, **options: Any) -> nn.GroupNorm:
+    """GroupNorm with the largest group count <= ``num_groups`` that divides ``channels`` (any width builds)."""
+    groups = max(g for g in range(1, min(num_groups, channels) + 1) if channels % g == 0)
+    return nn.GroupNorm(groups, channels, **options)
+
+
+def resolve_norm_layer(spec: NormSpec) -> NormLayer:
+    """A ``channels -> module`` factory from a config value, so small-batch detectors can swap BatchNorm.
+
+    ``spec`` is a callable (returned as is), ``'BatchNorm2d'``, ``'SyncBatchNorm'``, ``'GroupNorm'`` (32 groups) or a
+    dict such as ``dict(type='GroupNorm', num_groups=16)`` whose other keys go to the layer. GroupNorm takes the largest
+    group count not above ``num_groups`` that divides each layer's channel count.
+    """
+    if callable(spec):
+        return spec
+    if isinstance(spec, str):
+        kind, options = spec, {}
+    elif isinstance(spec, Mapping) and "type" in spec:
+        kind, options = spec["type"], {k: v for k, v in spec.items() if k != "type"}
+    else:
+        raise ValueError(f"norm_layer must be a callable, a name or dict(type=name, ...), got {spec!r}")
+    if kind == "GroupNorm":
+        if int(options.get("num_groups", 32)) < 1:
+            raise ValueError(f"norm_layer GroupNorm needs num_groups >= 1, got {spec!r}")
+        return functools.partial(_group_norm, **options)
+    if kind not in _NORM_LAYERS:
+        raise ValueError(f"norm_layer type must be one of {sorted([*_NORM_LAYERS, 'GroupNorm'])}, got {kind!r}")
+    return functools.partial(_NORM_LAYERS[kind], **options) if options else _NORM_LAYERS[kind]
 
 
 def make_act(act_layer: ActLayer) -> nn.Module:
@@ -183,7 +219,8 @@ class Transition(nn.Sequential):
     """BN-act-Conv1x1(out_channels)[-Dropout][-Pool2x2]: compression (DenseNet-C) and downsampling between blocks.
 
     ``pool`` is ``'avg'`` (DenseNet), ``'max'`` (FC-DenseNet transition down, DSOD) or ``None`` (DSOD's transitions
-    w/o pooling). Compression is the caller's choice of ``out_channels`` (theta * in_channels).
+    w/o pooling). Compression is the caller's choice of ``out_channels`` (theta * in_channels). ``ceil_mode`` rounds
+    the pooled size up (Caffe's pooling, which DSOD needs for 75 -> 38).
     """
 
     def __init__(
@@ -194,6 +231,7 @@ class Transition(nn.Sequential):
         pool: str | None = "avg",
         drop_rate: float = 0.0,
         conv_bias: bool = False,
+        ceil_mode: bool = False,
         norm_layer: NormLayer = nn.BatchNorm2d,
         act_layer: ActLayer = nn.ReLU,
     ) -> None:
@@ -204,9 +242,9 @@ class Transition(nn.Sequential):
         if drop_rate > 0:
             self.add_module("drop", nn.Dropout(drop_rate))
         if pool == "avg":
-            self.add_module("pool", nn.AvgPool2d(kernel_size=2, stride=2))
+            self.add_module("pool", nn.AvgPool2d(kernel_size=2, stride=2, ceil_mode=ceil_mode))
         elif pool == "max":
-            self.add_module("pool", nn.MaxPool2d(kernel_size=2, stride=2))
+            self.add_module("pool", nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=ceil_mode))
         elif pool is not None:
             raise ValueError(f"Transition pool must be 'avg', 'max' or None, got {pool!r}")
         self.out_channels = out_channels

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool
 
+from densevision.errors import DensevisionError
 from densevision.models.densenet import ARCHITECTURES, DenseNet
 from densevision.registry import BACKBONES, MODELS
 
@@ -41,7 +42,7 @@ _LEGACY_KEY = re.compile(
 )
 
 
-class StateDictMismatchError(ValueError):
+class StateDictMismatchError(DensevisionError, ValueError):
     """A state_dict does not fit a model; the message lists missing, unexpected and mis-shaped keys."""
 
 

@@ -12,9 +12,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from densevision.models.heads.ssd import decode, postprocess
 from densevision.registry import LOSSES, MODELS, TASKS
 
-__all__ = ["Segmentor", "Classifier"]
+__all__ = ["Segmentor", "Classifier", "Detector"]
 
 
 def _build(registry_cfg: Mapping[str, Any] | nn.Module, registry: Any) -> nn.Module:
@@ -25,6 +26,9 @@ def _build(registry_cfg: Mapping[str, Any] | nn.Module, registry: Any) -> nn.Mod
 class Segmentor(nn.Module):
     """Semantic segmentation: ``model`` maps N×C×H×W images to N×K×H×W logits; ``loss`` compares them to masks."""
 
+    predictor = "SegmentationPredictor"  # densevision.inference: masks, colour masks and overlays of image files
+    export_outputs = ("logits",)
+
     def __init__(
         self,
         model: Mapping[str, Any] | nn.Module,
@@ -33,11 +37,16 @@ class Segmentor(nn.Module):
         ignore_index: int = 255,
     ) -> None:
         super().__init__()
-        import densevision.losses  # noqa: F401  (registers the losses)
+        from densevision.losses import build_loss  # registers the losses too
 
         self.model = _build(model, MODELS)
         self.ignore_index = ignore_index
-        self.loss_fn = _build(loss or dict(type="CrossEntropyLoss", ignore_index=ignore_index), LOSSES)
+        self.loss_fn = build_loss(loss or dict(type="CrossEntropyLoss"), ignore_index=ignore_index)
+
+    @property
+    def num_classes(self) -> int | None:
+        """Classes the network predicts (``None`` when it does not say), checked against the dataset's."""
+        return getattr(self.model, "num_classes", None)
 
     def forward(self, images: Tensor) -> Tensor:
         return self.model(images)
@@ -66,10 +75,18 @@ class Segmentor(nn.Module):
 class Classifier(nn.Module):
     """Image classification: ``model`` maps N×C×H×W images to N×K logits."""
 
+    predictor = "ClassificationPredictor"  # densevision.inference: a predictions.csv of labels and scores
+    export_outputs = ("logits",)
+
     def __init__(self, model: Mapping[str, Any] | nn.Module, *, loss: Mapping[str, Any] | nn.Module | None = None):
         super().__init__()
         self.model = _build(model, MODELS)
         self.loss_fn = _build(loss, LOSSES) if loss is not None else nn.CrossEntropyLoss()
+
+    @property
+    def num_classes(self) -> int | None:
+        """Classes the network predicts (``None`` when it does not say), checked against the dataset's."""
+        return getattr(self.model, "num_classes", None)
 
     def forward(self, images: Tensor) -> Tensor:
         return self.model(images)
@@ -81,3 +98,75 @@ class Classifier(nn.Module):
     def predict(self, batch: Mapping[str, Any]) -> list[dict[str, Tensor]]:
         scores = self(batch["image"]).float().softmax(dim=1)
         return [{"label": s.argmax(), "scores": s} for s in scores]
+
+
+@TASKS.register_module()
+class Detector(nn.Module):
+    """Object detection: ``model`` (DSOD, SSD) maps images to ``(loc, conf)`` against its ``priors``.
+
+    Targets and predictions use the datasets' foreground labels ``0..K-1``; the model's conf has ``K + 1`` channels,
+    0 the background. ``loss`` takes the batch's pixel boxes (normalised here by the input's size); ``predict`` decodes
+    with the post-processing arguments and returns boxes in original-image pixels (``meta['ori_shape']``, the eval
+    pipeline being a plain resize; the input's size when a batch has no meta).
+    """
+
+    predictor = "DetectionPredictor"  # densevision.inference: boxes drawn on images and a COCO results JSON
+    # ONNX: every prior's decoded box (normalised x1 y1 x2 y2) and class probabilities; NMS is left to the runtime.
+    export_outputs = ("boxes", "scores")
+
+    def __init__(
+        self,
+        model: Mapping[str, Any] | nn.Module,
+        *,
+        loss: Mapping[str, Any] | nn.Module | None = None,
+        score_threshold: float = 0.01,
+        nms_threshold: float = 0.45,
+        pre_nms_top_k: int = 400,
+        max_detections: int = 200,
+    ) -> None:
+        super().__init__()
+        self.model = _build(model, MODELS)
+        if not isinstance(getattr(self.model, "priors", None), Tensor):
+            raise ValueError(f"Detector needs a model with default boxes (`priors`), got {type(self.model).__name__}")
+        self.loss_fn = _build(loss or dict(type="MultiBoxLoss"), LOSSES)
+        self.postprocess_options = dict(
+            score_threshold=score_threshold,
+            nms_threshold=nms_threshold,
+            pre_nms_top_k=pre_nms_top_k,
+            max_detections=max_detections,
+        )
+
+    @property
+    def num_classes(self) -> int:
+        """Foreground classes K (the model also predicts the background)."""
+        return self.model.num_classes - 1
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        return self.model(images)
+
+    @property
+    def export_input_size(self) -> tuple[int, int]:
+        """The one input size the priors are laid out for; the exported graph keeps it (batch stays dynamic)."""
+        return tuple(self.model.image_size)
+
+    def export_forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        return decode(*self(images), self.model.priors)
+
+    def loss(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
+        images = batch["image"]
+        height, width = images.shape[-2:]
+        scale = images.new_tensor([width, height, width, height], dtype=torch.float32)
+        boxes = [b.to(scale.device, torch.float32) / scale for b in batch["boxes"]]
+        loc, conf = self(images)
+        return self.loss_fn(loc, conf, self.model.priors, boxes, batch["labels"])
+
+    @torch.no_grad()
+    def predict(self, batch: Mapping[str, Any]) -> list[dict[str, Tensor]]:
+        images = batch["image"]
+        loc, conf = self(images)
+        detections = postprocess(loc, conf, self.model.priors, **self.postprocess_options)
+        metas = batch.get("meta") or [{}] * len(images)
+        for detection, meta in zip(detections, metas):
+            height, width = meta.get("ori_shape", images.shape[-2:])
+            detection["boxes"] = detection["boxes"] * detection["boxes"].new_tensor([width, height, width, height])
+        return detections

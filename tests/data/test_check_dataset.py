@@ -1,3 +1,4 @@
+import re
 
 import pytest
 
@@ -32,9 +33,10 @@ def test_reports_bad_file_and_fails(tool, tmp_path, capsys):
     assert "x.png" in capsys.readouterr().err
 
 
-def test_unknown_split_lists_defined_datasets(tool, tmp_path):
-    with pytest.raises(ValueError, match=r"neither val_dataloader.dataset nor val_dataset.*\['train_dataset'\]"):
-        tool.main([_config(tmp_path, dict(type="ImageFolderDataset", root="x")), "--split", "val"])
+def test_unknown_split_is_one_line_listing_defined_datasets(tool, tmp_path, capsys):
+    assert tool.main([_config(tmp_path, dict(type="ImageFolderDataset", root="x")), "--split", "val"]) == 1
+    err = capsys.readouterr().err
+    assert re.search(r"^error: .*neither val_dataloader.dataset nor val_dataset.*\['train_dataset'\]$", err.strip())
 
 
 def test_prefers_the_dataloader_dataset_the_runner_uses(tool, tmp_path, capsys):

@@ -63,7 +63,7 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
     mp.spawn(_train_in_process_group, args=(2, free_port(), str(tmp_path / "ddp")), nprocs=2, join=True)
 
     single, ddp = load_checkpoint(tmp_path / "single" / "last.pth"), load_checkpoint(tmp_path / "ddp" / "last.pth")
-    assert ddp["meta"] == {"epoch": 2, "iteration": 4, "world_size": 2}
+    assert ddp["meta"] == {"epoch": 2, "iteration": 4, "world_size": 2, "dataset_meta": {}}
     for key, value in single["state_dict"].items():
         torch.testing.assert_close(ddp["state_dict"][key], value, atol=1e-5, rtol=1e-5)
     # Validation metrics summed over both shards: all 8 images' pixels, the same accuracy.

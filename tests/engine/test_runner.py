@@ -123,6 +123,21 @@ def test_early_stopping_after_patience_evaluations_without_improvement(tmp_path)
     assert len(records(tmp_path, "val")) == 3
 
 
+def test_max_iters_trains_that_many_batches_and_evaluates_at_the_end(tmp_path, caplog):
+    # 4 batches per epoch: 6 iterations are one epoch and half of the next, whose last batch still steps.
+    cfg = toy_config(
+        tmp_path, train_cfg=dict(max_epochs=None, max_iters=6, val_interval=5), optim_wrapper=dict(
+            optimizer=dict(type="SGD", lr=1e-2), accumulate_steps=2)
+    )  # fmt: skip
+    with caplog.at_level("INFO", logger="densevision"):
+        Runner(cfg).train()
+    last = load_checkpoint(tmp_path / "last.pth")
+    assert (last["meta"]["epoch"], last["meta"]["iteration"]) == (2, 6)
+    assert [r["epoch"] for r in records(tmp_path, "val")] == [2]
+    assert "effective batch 4 = 2 per process x 1 process(es) x 2 accumulation step(s)" in caplog.text
+    assert "training length: 6 iterations (4 batches per epoch)" in caplog.text
+
+
 def test_a_nan_loss_stops_with_epoch_and_iteration_and_keeps_the_last_checkpoint(tmp_path):
     cfg = toy_config(tmp_path, model=dict(type="EngineToySegmentor", nan_at_call=6))  # 4 iterations per epoch
     message = r"loss is nan at epoch 2, iteration 2/4 \(global iteration 6\); .* last good checkpoint is .*last.pth"
@@ -166,6 +181,8 @@ def test_an_unwritable_work_dir_fails_before_training(tmp_path):
         (dict(checkpoint=dict(monitor="acc", mode="maximum")), "checkpoint.mode must be 'max' or 'min'"),
         (dict(early_stopping=dict(monitor="acc")), "early_stopping needs a monitor and a patience"),
         (dict(train_cfg=dict(max_epochs=0)), "max_epochs must be a positive integer"),
+        (dict(train_cfg=dict(max_epochs=2, max_iters=5)), "exactly one of max_epochs and max_iters"),
+        (dict(train_cfg=dict(max_epochs=None, max_iters=-1)), "max_iters must be a positive integer"),
         (dict(train_dataloader=dict(batch_size=2)), "config has no train_dataloader with a dataset"),
         (dict(visualization=dict(samples=2)), "did you mean 'num_samples'"),
         (dict(val_dataloader=None, early_stopping=dict(monitor="acc", patience=2)), "early_stopping needs validation"),

@@ -15,8 +15,6 @@ from tests.tool_loader import load_tool
 ROOT = Path(__file__).resolve().parents[2]
 
 
-
-
 @pytest.fixture(scope="module")
 def train_tool():
     return load_tool("train")

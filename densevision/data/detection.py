@@ -1,0 +1,211 @@
+"""What every detection dataset shares: (image, parsed annotation) samples in, the batch contract's dicts out.
+
+Subclasses (``VOCDetection``, ``CocoDetection``) only parse their annotation format into ``DetectionAnnotation``
+records: boxes as continuous pixel coordinates ``(x1, y1, x2, y2)`` of the original image (a box covering pixel
+columns 0..9 inclusive is ``x1=0, x2=10``), contiguous labels ``0..K-1`` and an ``ignore`` flag per object (VOC
+difficult, COCO crowd). This base clips boxes to the annotated image size once, drops the ones left with no area and
+says so in one warning per dataset, reads images lazily, runs the pipeline and checks every file in ``check()``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from densevision.data.base import default_palette, image_to_tensor
+from densevision.data.checks import DatasetError, DatasetSummary
+from densevision.data.io import Colour, read_image
+from densevision.data.transforms import resolve_pipeline
+
+__all__ = ["DetectionAnnotation", "DetectionDataset", "clip_boxes"]
+
+logger = logging.getLogger("densevision")
+
+
+@dataclass(frozen=True)
+class DetectionAnnotation:
+    """One image's objects in original-image pixels, parsed once when the dataset is built.
+
+    ``boxes`` m×4 float32 ``(x1, y1, x2, y2)``; ``labels`` m int64 in ``0..K-1``; ``ignore`` m bool (VOC difficult,
+    COCO crowd: kept for evaluation, not trained on); ``size`` the ``(H, W)`` the annotation states, if any;
+    ``source`` the annotation file, named in every message about this image.
+    """
+
+    image_id: int | str
+    boxes: np.ndarray
+    labels: np.ndarray
+    ignore: np.ndarray
+    source: Path
+    size: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        # Normalise dtypes and the empty case once, so every consumer can rely on m×4 / m.
+        object.__setattr__(self, "boxes", np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4))
+        object.__setattr__(self, "labels", np.asarray(self.labels, dtype=np.int64).reshape(-1))
+        object.__setattr__(self, "ignore", np.asarray(self.ignore, dtype=bool).reshape(-1))
+        if not len(self.boxes) == len(self.labels) == len(self.ignore):
+            raise ValueError(
+                f"{self.source}: {len(self.boxes)} boxes, {len(self.labels)} labels and {len(self.ignore)} ignore "
+                "flags; expected one of each per object"
+            )
+
+
+def clip_boxes(annotation: DetectionAnnotation, height: int, width: int) -> tuple[DetectionAnnotation, int, int]:
+    """``annotation`` with boxes clipped to the ``height``×``width`` image and zero-area boxes dropped.
+
+    Returns the new record, how many boxes were changed by clipping and how many were dropped.
+    """
+    boxes = annotation.boxes
+    clipped = boxes.copy()
+    clipped[:, [0, 2]] = clipped[:, [0, 2]].clip(0, width)
+    clipped[:, [1, 3]] = clipped[:, [1, 3]].clip(0, height)
+    keep = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+    changed = int(np.count_nonzero(keep & (clipped != boxes).any(axis=1)))
+    dropped = int(np.count_nonzero(~keep))
+    if not changed and not dropped:
+        return annotation, 0, 0
+    record = replace(annotation, boxes=clipped[keep], labels=annotation.labels[keep], ignore=annotation.ignore[keep])
+    return record, changed, dropped
+
+
+def _rgb(image: np.ndarray, path: Path) -> np.ndarray:
+    """Detectors take RGB: grayscale images (COCO holds a few) are repeated to 3 channels, alpha is dropped."""
+    channels = image.shape[2]
+    if channels == 3:
+        return image
+    if channels == 1:
+        return np.repeat(image, 3, axis=2)
+    if channels == 4:
+        return image[..., :3]
+    raise DatasetError(f"image {path} has {channels} channels; detection expects RGB (or grayscale) images")
+
+
+class DetectionDataset(Dataset):
+    """``(image_path, DetectionAnnotation)`` samples -> the detection sample dict of the batch contract.
+
+    ``dataset[i]`` is ``{'image': C×H×W float32, 'boxes': n×4 float32, 'labels': n int64, 'meta': {...}}`` with
+    boxes in pixels of the transformed image; ``meta`` carries ``gt_boxes``/``gt_labels``/``gt_ignore`` of every
+    object in original pixels for evaluation. ``skip_ignored`` leaves ignored objects out of the training targets.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[tuple[Path, DetectionAnnotation]],
+        *,
+        classes: Sequence[str],
+        palette: Sequence[Colour] | None = None,
+        category_ids: Sequence[int] | None = None,
+        pipeline: Sequence[Mapping[str, Any]] | Callable[..., dict] | None = None,
+        skip_ignored: bool = True,
+    ) -> None:
+        self.classes = tuple(classes)
+        if not self.classes:
+            raise ValueError("a detection dataset needs at least one class name")
+        # Colour k+1 of the VOC scheme for class k: colour 0 is black, a poor box colour.
+        palette = default_palette(len(self.classes) + 1)[1:] if palette is None else [tuple(c) for c in palette]
+        if len(palette) != len(self.classes):
+            raise ValueError(f"palette has {len(palette)} colours for {len(self.classes)} classes {self.classes}")
+        self.palette: list[Colour] = palette
+        self.category_ids = None if category_ids is None else [int(i) for i in category_ids]
+        if self.category_ids is not None and len(self.category_ids) != len(self.classes):
+            raise ValueError(f"{len(self.category_ids)} category ids for {len(self.classes)} classes")
+        self.skip_ignored = skip_ignored
+        self.samples = self._validated([(Path(path), annotation) for path, annotation in samples])
+        self.pipeline = resolve_pipeline(pipeline, task="detection")
+
+    def _validated(self, samples: list[tuple[Path, DetectionAnnotation]]) -> list[tuple[Path, DetectionAnnotation]]:
+        """Check labels and clip every sized annotation to its image; warn once with the counts and the files."""
+        changed = dropped = 0
+        sources: dict[Path, None] = {}  # the files at fault, in order
+        out = []
+        for path, annotation in samples:
+            bad = annotation.labels[(annotation.labels < 0) | (annotation.labels >= len(self.classes))]
+            if len(bad):
+                raise DatasetError(
+                    f"label {int(bad[0])} in {annotation.source} is outside the {len(self.classes)} classes "
+                    f"(0..{len(self.classes) - 1})"
+                )
+            if annotation.size is not None:
+                annotation, n_changed, n_dropped = clip_boxes(annotation, *annotation.size)
+                changed, dropped = changed + n_changed, dropped + n_dropped
+                if n_changed or n_dropped:
+                    sources[annotation.source] = None
+            out.append((path, annotation))
+        if sources:
+            first = next(iter(sources))
+            where = f"in {first}" if len(sources) == 1 else f"in {len(sources)} files, first {first}"
+            logger.warning(
+                "%s: clipped %d box(es) reaching outside their image and dropped %d box(es) left with no area %s",
+                type(self).__name__, changed, dropped, where,
+            )  # fmt: skip
+        return out
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def metainfo(self) -> dict[str, Any]:
+        """Classes, box colours and (COCO) original category ids: what the task, the metric and checkpoints read."""
+        return {
+            "classes": self.classes,
+            "palette": list(self.palette),
+            "category_ids": None if self.category_ids is None else list(self.category_ids),
+            "ignore_index": None,
+        }
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _load(self, index: int) -> tuple[Path, np.ndarray, DetectionAnnotation]:
+        """The RGB image of sample ``index`` and its annotation, checked against each other."""
+        path, annotation = self.samples[index]
+        image = _rgb(read_image(path), path)
+        height, width = image.shape[:2]
+        if annotation.size is None:
+            annotation = clip_boxes(annotation, height, width)[0]
+        elif annotation.size != (height, width):
+            raise DatasetError(
+                f"image {path} is {height}x{width} (HxW) but its annotation in {annotation.source} says "
+                f"{annotation.size[0]}x{annotation.size[1]}"
+            )
+        return path, image, annotation
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        path, image, annotation = self._load(index)
+        target = ~annotation.ignore if self.skip_ignored else np.ones(len(annotation.ignore), dtype=bool)
+        out = self.pipeline(image=image, bboxes=annotation.boxes[target], labels=annotation.labels[target])
+        tensor = image_to_tensor(out["image"])
+        return {
+            "image": tensor,
+            "boxes": torch.from_numpy(np.array(out["bboxes"], dtype=np.float32).reshape(-1, 4)),
+            "labels": torch.from_numpy(np.array(out["labels"], dtype=np.int64).reshape(-1)),
+            "meta": {
+                "path": str(path),
+                "index": index,
+                "image_id": annotation.image_id,
+                "ori_shape": tuple(image.shape[:2]),
+                "img_shape": tuple(tensor.shape[-2:]),
+                "gt_boxes": annotation.boxes.copy(),
+                "gt_labels": annotation.labels.copy(),
+                "gt_ignore": annotation.ignore.copy(),
+            },
+        }
+
+    def check(self) -> DatasetSummary:
+        """Read every image against its annotation (raising ``DatasetError`` naming the first bad file) and count
+        boxes per class; ignored (difficult/crowd) boxes are counted apart."""
+        counts = np.zeros(self.num_classes, dtype=np.int64)
+        ignored = 0
+        for index in range(len(self.samples)):
+            annotation = self._load(index)[2]
+            counts += np.bincount(annotation.labels[~annotation.ignore], minlength=self.num_classes)
+            ignored += int(np.count_nonzero(annotation.ignore))
+        return DatasetSummary(len(self.samples), self.classes, counts.tolist(), unit="boxes", ignored=ignored)
