@@ -13,7 +13,7 @@ model = dict(
     model=network,
     loss=dict(
         type="CombinedLoss",
-        losses=[dict(type="CrossEntropyLoss", ignore_index=255), dict(type="DiceLoss", ignore_index=255)],
+        losses=[dict(type="CrossEntropyLoss"), dict(type="DiceLoss")],  # both ignore the model's ignore_index
         weights=[1.0, 0.5],
     ),
     ignore_index=255,
@@ -21,5 +21,5 @@ model = dict(
 train_dataloader = dict(batch_size=4, num_workers=2, shuffle=True, dataset=train_dataset)
 val_dataloader = dict(batch_size=1, num_workers=2, shuffle=False, dataset=val_dataset)
 test_dataloader = val_dataloader
-val_evaluator = dict(type="SegmentationMetric", num_classes=len(classes), ignore_index=255, class_names=classes)
+val_evaluator = dict(type="SegmentationMetric")  # classes and the void label come from the dataset
 test_evaluator = val_evaluator

@@ -13,13 +13,11 @@ model = dict(
         num_classes=4,
         drop_rate=0.0,
     ),
-    loss=dict(type="CrossEntropyLoss", ignore_index=255),
 )
 train_dataloader = dict(batch_size=8, num_workers=0, shuffle=True, dataset=train_dataset)
 val_dataloader = dict(batch_size=16, num_workers=0, shuffle=False, dataset=val_dataset)
 test_dataloader = dict(batch_size=16, num_workers=0, shuffle=False, dataset=test_dataset)
-shape_classes = ("background", "triangle", "rectangle", "ellipse")
-val_evaluator = dict(type="SegmentationMetric", num_classes=4, ignore_index=255, class_names=shape_classes)
+val_evaluator = dict(type="SegmentationMetric")  # classes and the void label come from the dataset
 test_evaluator = val_evaluator
 optim_wrapper = dict(optimizer=dict(_delete_=True, type="Adam", lr=3e-3, weight_decay=1e-4))
 param_scheduler = [dict(type="CosineAnnealingLR", by_epoch=True, begin=0, end=25, eta_min=1e-5)]

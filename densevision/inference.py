@@ -624,7 +624,7 @@ class DetectionPredictor(Predictor):
         resized = self._resize(image=np.asarray(image))["image"]
         batch = {"image": self.to_tensor(resized)[None], "meta": [{"ori_shape": tuple(np.shape(image)[:2])}]}
         (detections,) = self.model.predict(batch)
-        return {key: value.cpu().numpy() for key, value in detections.items()}
+        return {key: detections[key].cpu().numpy() for key in ("boxes", "scores", "labels")}
 
     def write(self, path: Path, image: np.ndarray, prediction: Mapping[str, Any], out_dir: Path) -> list[Path]:
         """``<stem>_boxes.png``: the image with the boxes above ``draw_threshold``, class name and score on each."""

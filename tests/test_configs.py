@@ -28,6 +28,10 @@ def test_the_documented_configs_are_shipped():
         "densenet_bc100_cifar10",
         "quickstart_shapes_segmentation",
         "quickstart_shapes_classification",
+        "quickstart_shapes_detection",
+        "dsod300_voc",
+        "dsod300_coco",
+        "ssd300_densenet121_voc",
     } <= names
 
 
@@ -62,7 +66,7 @@ def test_tiramisu_recipe_details():
     assert cfg.optim_wrapper.optimizer.weight_decay == 1e-4
     assert cfg.optim_wrapper.paramwise == dict(norm_decay_mult=0.0, bias_decay_mult=0.0)  # weights only
     assert cfg.early_stopping == dict(monitor="mIoU", patience=150, mode="max")
-    assert cfg.model.loss == dict(type="CrossEntropyLoss", ignore_index=11)  # void masked, no class weights
+    assert "loss" not in cfg.model and cfg.model.ignore_index == 11  # CE over non-void pixels, no class weights
     assert [step["type"] for step in cfg.train_dataloader.dataset.pipeline] == [
         "RandomCrop",
         "HorizontalFlip",
@@ -88,3 +92,36 @@ def test_missing_camvid_says_which_folders_are_expected_and_where(tmp_path, caps
     err = capsys.readouterr().err
     assert code == 1
     assert str(missing) in err and "trainannot" in err
+
+
+def test_dsod_recipe_is_the_papers_in_optimizer_steps():
+    cfg = Config.fromfile(ROOT / "configs" / "dsod300_voc.py")
+    optim = cfg.optim_wrapper
+    assert (optim.optimizer.type, optim.optimizer.lr, optim.optimizer.momentum) == ("SGD", 0.1, 0.9)
+    assert optim.optimizer.weight_decay == 5e-4
+    steps = optim.accumulate_steps
+    assert cfg.train_dataloader.batch_size * steps == 128  # the paper's effective batch on one GPU
+    (multistep,) = [s for s in cfg.param_scheduler if s["type"] == "MultiStepLR"]
+    assert [m // steps for m in multistep["milestones"]] == [20_000, 40_000, 60_000, 80_000]
+    assert multistep["by_epoch"] is False and cfg.train_cfg.max_iters // steps == 100_000
+    assert cfg.train_cfg.max_epochs is None
+    assert cfg.train_dataloader.dataset.years == ("2007", "2012") and cfg.test_dataloader.dataset.years == ("2007",)
+    assert cfg.test_dataloader.dataset.skip_difficult is False and cfg.val_evaluator.ap_method == "11point"
+    assert cfg.model.model.num_classes == 21
+
+
+def test_missing_vocdevkit_names_the_expected_folder(tmp_path, capsys):
+    train = load_tool("train")
+    missing = tmp_path / "VOCdevkit"
+    code = train.main(
+        [
+            str(ROOT / "configs" / "dsod300_voc.py"),
+            "--work-dir",
+            str(tmp_path / "work"),
+            "--cfg-options",
+            f"train_dataloader.dataset.root={missing}",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1
+    assert str(missing / "VOC2007") in err

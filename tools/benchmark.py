@@ -1,10 +1,12 @@
-"""Time training steps of densevision models against reference implementations, side by side.
+"""Time training steps and inference of densevision models against reference implementations, side by side.
 
     python tools/benchmark.py densenet121-train --batch-size 32 --image-size 224 --steps 20 --device cuda
+    python tools/benchmark.py dsod300-infer --batch-size 1 --steps 10 --device cpu
 
 Each entry of ``BENCHMARKS`` maps a name to a function returning ``{variant: model builder}``; every variant is timed
 the same way (forward + backward + SGD step on random data) and reported as ms/step plus memory: peak CUDA memory on
 GPUs, and on CPU the bytes autograd saves for backward in one step (deterministic, so comparable across machines).
+``INFERENCE_BENCHMARKS`` time a prediction call without autograd (ms/batch), at the model's own input size.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from torch import nn
 
 import densevision
 from densevision.models.blocks import DenseBlock
+from densevision.models.tasks import Detector
 from densevision.profiling import saved_tensor_bytes
 
 ModelBuilders = dict[str, Callable[[], nn.Module]]
@@ -60,6 +63,51 @@ BENCHMARKS: dict[str, Callable[[], ModelBuilders]] = {
     "fcdensenet103-train": fcdensenet103_train,
     "dense-block-depth": dense_block_depth,
 }
+
+
+Predict = Callable[[torch.Tensor], object]
+
+
+def _dsod300(post_processing: bool) -> tuple[Predict, tuple[int, int]]:
+    """DSOD300 at 300x300: the network alone, or the Detector's whole predict (decode, score 0.01, class-wise NMS 0.45,
+    top-k 400, keep 200). Untrained weights leave every class above the score threshold: NMS's worst case."""
+    task = Detector(model=dict(type="dsod300", num_classes=21)).eval()
+    run = (lambda images: task.predict({"image": images})) if post_processing else task
+    return run, task.export_input_size
+
+
+def dsod300_infer() -> dict[str, Callable[[], tuple[Predict, tuple[int, int]]]]:
+    return {
+        "dsod300 network": partial(_dsod300, False),
+        "dsod300 + post-processing": partial(_dsod300, True),
+    }
+
+
+INFERENCE_BENCHMARKS = {"dsod300-infer": dsod300_infer}
+
+
+def time_inference(build: Callable[[], tuple[Predict, tuple[int, int]]], args: argparse.Namespace) -> dict[str, float]:
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    run, (height, width) = build()
+    for module in getattr(run, "__self__", None), run:  # move the task (bound or module) to the device
+        if isinstance(module, nn.Module):
+            module.to(device)
+    images = torch.randn(args.batch_size, 3, height, width, device=device)
+    with torch.inference_mode():
+        for _ in range(args.warmup):
+            run(images)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        _synchronize(device)
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            run(images)
+        _synchronize(device)
+    result = {"ms/batch": 1000 * (time.perf_counter() - start) / args.steps}
+    if device.type == "cuda":
+        result["peak MiB"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return result
 
 
 def _synchronize(device: torch.device) -> None:
@@ -111,7 +159,7 @@ def format_table(rows: dict[str, dict[str, float]]) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("benchmark", choices=sorted(BENCHMARKS))
+    parser.add_argument("benchmark", choices=sorted([*BENCHMARKS, *INFERENCE_BENCHMARKS]))
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--steps", type=int, default=10, help="timed steps")
@@ -127,9 +175,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True
-    rows = {name: time_training(build, args) for name, build in BENCHMARKS[args.benchmark]().items()}
+    if args.benchmark in INFERENCE_BENCHMARKS:
+        rows = {name: time_inference(build, args) for name, build in INFERENCE_BENCHMARKS[args.benchmark]().items()}
+        size = "the model's input size"
+    else:
+        rows = {name: time_training(build, args) for name, build in BENCHMARKS[args.benchmark]().items()}
+        size = f"{args.image_size}px"
     print(
-        f"{args.benchmark}: batch {args.batch_size}, {args.image_size}px, {args.steps} steps after {args.warmup} "
+        f"{args.benchmark}: batch {args.batch_size}, {size}, {args.steps} steps after {args.warmup} "
         f"warm-up, device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
     print(format_table(rows))

@@ -324,10 +324,10 @@ class Runner:
             )
         if self.dist.is_main:
             self._dump_config()
-        self._describe_run(train_loader, val_loader, max_epochs)
 
         metrics: dict[str, float] = {}
         with self.run_logger:
+            self._describe_run(train_loader, val_loader, max_epochs)
             if checkpoint is not None:
                 logger.info("resumed from %s at epoch %d, iteration %d", resume_from, self.epoch, self.iteration)
                 restore_rng_state(checkpoint["rng"])  # last, so nothing after it draws numbers a straight run would not
@@ -573,6 +573,10 @@ class Runner:
         self.test_evaluator = self.build_evaluator("test_evaluator")
         self.dataset_meta = self._apply_dataset_meta(loader.dataset, None, self.test_evaluator)
         with self.run_logger:
+            logger.info("testing on %s", _describe_dataset(loader.dataset))
+            describe = getattr(self.task, "describe", None)
+            if callable(describe):
+                logger.info("%s", describe())
             if checkpoint is not None:
                 meta = load_model_weights(self.task, checkpoint).get("meta", {})
                 logger.info("testing %s (epoch %s)", checkpoint, meta.get("epoch", "?"))

@@ -74,9 +74,15 @@ def draw_mask(axis: Any, image: np.ndarray, target: Mapping[str, Any], palette: 
 
 
 def draw_boxes(axis: Any, image: np.ndarray, target: Mapping[str, Any], palette: np.ndarray, classes: Any) -> None:
-    """Rectangles (x1, y1, x2, y2 in pixels) coloured by label; with scores, only boxes scoring at least 0.3."""
+    """Rectangles (x1, y1, x2, y2 in pixels) coloured by label; with scores, only boxes scoring at least 0.3.
+
+    Boxes given in another image's pixels (``image_size``: a detector's predictions in the original image, drawn on the
+    resized network input) are scaled to the image shown."""
     axis.imshow(image)
-    boxes = torch.as_tensor(target["boxes"]).detach().cpu().reshape(-1, 4)
+    boxes = torch.as_tensor(target["boxes"]).detach().cpu().reshape(-1, 4).float()
+    if target.get("image_size") is not None:
+        (height, width), (shown_h, shown_w) = target["image_size"], image.shape[:2]
+        boxes = boxes * torch.tensor([shown_w / width, shown_h / height] * 2)
     labels = torch.as_tensor(target.get("labels", torch.zeros(len(boxes)))).cpu().long().reshape(-1)
     scores = target.get("scores")
     scores = torch.as_tensor(scores).cpu().reshape(-1) if scores is not None else None

@@ -144,6 +144,16 @@ class Detector(nn.Module):
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         return self.model(images)
 
+    def describe(self) -> str:
+        """The post-processing settings, for the run log: a high score threshold is the usual cause of a low mAP."""
+        options = self.postprocess_options
+        return (
+            f"detector: {type(self.model).__name__} at {tuple(self.model.image_size)}, "
+            f"{len(self.model.priors)} priors; "
+            f"post-processing: score threshold {options['score_threshold']}, NMS {options['nms_threshold']}, "
+            f"top-k {options['pre_nms_top_k']} per class, keep {options['max_detections']}"
+        )
+
     @property
     def export_input_size(self) -> tuple[int, int]:
         """The one input size the priors are laid out for; the exported graph keeps it (batch stays dynamic)."""
@@ -169,4 +179,5 @@ class Detector(nn.Module):
         for detection, meta in zip(detections, metas):
             height, width = meta.get("ori_shape", images.shape[-2:])
             detection["boxes"] = detection["boxes"] * detection["boxes"].new_tensor([width, height, width, height])
+            detection["image_size"] = (int(height), int(width))  # what the boxes' pixels refer to (for drawing)
         return detections

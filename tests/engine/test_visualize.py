@@ -61,6 +61,18 @@ def test_boxes_below_the_score_threshold_are_not_drawn():
     assert (rectangle.get_width(), rectangle.get_height()) == (4.0, 4.0)
 
 
+def test_boxes_in_another_images_pixels_are_scaled_to_the_image_shown():
+    target = axis()
+    prediction = {
+        "boxes": torch.tensor([[10.0, 20.0, 50.0, 60.0]]),
+        "labels": torch.tensor([1]),
+        "image_size": (200, 100),
+    }
+    draw_boxes(target, np.zeros((50, 50, 3)), prediction, PALETTE, None)  # a 200x100 original shown at 50x50
+    (rectangle,) = target.patches
+    assert rectangle.get_xy() == (5.0, 5.0) and (rectangle.get_width(), rectangle.get_height()) == (20.0, 10.0)
+
+
 @pytest.mark.parametrize(
     ("prediction", "target"),
     [
