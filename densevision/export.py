@@ -169,7 +169,7 @@ def export_onnx(
     """
     if exporter not in EXPORTERS:
         raise ExportError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
-    graph = _ExportForward(model.eval())
+    graph = _ExportForward(model).eval()
     height, width = graph.fixed_size or input_size
     in_chans = in_chans or input_channels(model)
     generator = torch.Generator().manual_seed(0)  # the caller's random state is left alone
@@ -201,7 +201,7 @@ def check_onnx(
     difference exceeds ``atol``."""
     import onnxruntime
 
-    graph = _ExportForward(model.eval())
+    graph = _ExportForward(model).eval()
     generator = torch.Generator().manual_seed(seed)
     images = torch.randn(*input_shape, generator=generator)
     with torch.no_grad():
