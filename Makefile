@@ -15,7 +15,10 @@ PKG_STAMP := .install-stamp-$(PKG_HASH)-$(shell echo "$(abspath $(VENV))" | sha2
 DEMO_CONFIG := configs/quickstart_shapes_segmentation.py
 DEMO_DIR := work_dirs/demo
 
-.PHONY: install demo test lint clean
+DETECTION_CONFIG := configs/quickstart_shapes_detection.py
+DETECTION_DIR := work_dirs/demo_detection
+
+.PHONY: install demo demo-detection test lint clean
 
 install: $(PKG_STAMP)
 
@@ -32,11 +35,20 @@ $(PKG_STAMP): $(DEPS_STAMP) setup.cfg pyproject.toml
 
 # Train the segmentation quick start on generated shapes, evaluate it on the held-out test split, predict test images.
 demo: install
-	$(PY) tools/train.py $(DEMO_CONFIG) --work-dir $(DEMO_DIR)
+	$(PY) tools/train.py $(DEMO_CONFIG) --work-dir $(DEMO_DIR) --resume auto
 	$(PY) tools/test.py $(DEMO_CONFIG) $(DEMO_DIR)/best.pth --work-dir $(DEMO_DIR) --out $(DEMO_DIR)/test_metrics.json
 	$(PY) tools/infer.py $(DEMO_CONFIG) $(DEMO_DIR)/best.pth 'data/shapes/segmentation/images/test/0000?.png' \
 		--out $(DEMO_DIR)/infer
 	@echo "demo done: $(DEMO_DIR)/ has curves.png, test_metrics.json, predictions/ and infer/"
+
+# Train the detection quick start (a small DSOD from scratch), report its held-out test mAP, draw boxes on test images.
+demo-detection: install
+	$(PY) tools/train.py $(DETECTION_CONFIG) --work-dir $(DETECTION_DIR) --resume auto
+	$(PY) tools/test.py $(DETECTION_CONFIG) $(DETECTION_DIR)/best.pth --work-dir $(DETECTION_DIR) \
+		--out $(DETECTION_DIR)/test_metrics.json
+	$(PY) tools/infer.py $(DETECTION_CONFIG) $(DETECTION_DIR)/best.pth \
+		'data/shapes_detection/detection/images/test/0000?.png' --out $(DETECTION_DIR)/infer
+	@echo "demo-detection done: $(DETECTION_DIR)/ has curves.png, test_metrics.json, predictions/ and infer/"
 
 test: install
 	$(PY) -m ruff check densevision tools tests configs
@@ -46,4 +58,4 @@ lint: install
 	$(PY) -m ruff check densevision tools tests configs
 
 clean:
-	rm -rf .install-stamp-* work_dirs/demo
+	rm -rf .install-stamp-* work_dirs/demo work_dirs/demo_detection

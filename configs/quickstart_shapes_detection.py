@@ -12,6 +12,10 @@ model = dict(
         growth_rate=16,
         block_config=(2, 3, 3, 3),
         extra_channels=(64, 32, 32),
+        # Default boxes sized to the shapes (boxes of about 12-40 px in 64 px images) rather than SSD's 10-90 % rule,
+        # whose smallest boxes (6 px) would match nothing here.
+        min_sizes=(16, 24, 36, 52),
+        max_sizes=(24, 36, 52, 64),
     ),
 )
 val_evaluator = dict(type="VOCMetric", ap_method="area")

@@ -28,6 +28,10 @@ _BASE_KEY = "_base_"
 _DELETE_KEY = "_delete_"
 _LINE_WIDTH = 120
 _INDENT = "    "
+_DATA_SUFFIXES = (".yaml", ".yml", ".json", ".toml")  # what people try as configs; densevision reads Python only
+_PYTHON_ONLY = "configs are Python files of `key = value` lines, e.g. `model = dict(type='Segmentor', ...)`"
+# What a Python literal can start with: such a value must parse; anything else (a word, a path) is taken as a string.
+_LITERAL_START = re.compile(r"""[\[({'"0-9+\-]""")
 
 
 class ConfigDict(dict):
@@ -183,20 +187,34 @@ class Config(ConfigDict):
 def parse_cfg_options(items: Iterable[str]) -> dict[str, Any]:
     """``['a.b=1', 'c=[1,2]', 'e=hello']`` -> ``{'a.b': 1, 'c': [1, 2], 'e': 'hello'}``, for ``merge_from_dict``.
 
-    Values are Python literals where they parse (``ast.literal_eval``), otherwise the raw string, so ``e=hello`` needs
-    no quotes. Only the first ``=`` splits, so values may contain ``=``.
+    Values are Python literals (``ast.literal_eval``); a value that is not one stays the raw string, so ``e=hello``
+    and ``data_root=data/camvid`` need no quotes. A value that starts like a literal (``[ ( { ' "``, a digit or a sign)
+    but does not parse, such as ``a.b=[1,``, is a ConfigError naming the key and value rather than a string. Only the
+    first ``=`` splits, so values may contain ``=``. Every error is a one-line ConfigError.
     """
     options: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
-        key = key.strip()
+        key, raw = key.strip(), raw.strip()
         if not sep or not key:
             raise ConfigError(f"config option {item!r} must look like key=value (e.g. model.num_classes=5)")
-        try:
-            options[key] = ast.literal_eval(raw.strip())
-        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-            options[key] = raw.strip()
+        options[key] = _option_value(key, raw)
     return options
+
+
+def _option_value(key: str, raw: str) -> Any:
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as err:
+        if not _LITERAL_START.match(raw):
+            return raw
+        reason = " ".join(str(err.msg if isinstance(err, SyntaxError) else str(err).partition(":")[0]).split())
+        quoted = f'"{raw!r}"'  # the shell form of a Python string literal
+        raise ConfigError(
+            f"cannot parse the value {raw!r} of config option {key!r}: it starts like a Python literal but is not one "
+            f"({reason or type(err).__name__}); to pass it as a string, quote it: "
+            f"{key + '=' if key.isprintable() else ''}{quoted}"
+        ) from None
 
 
 def _display(path: Path) -> str:
@@ -231,13 +249,32 @@ def _load(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
 
 
 def _compile(path: Path) -> tuple[CodeType, Any]:
-    """The compiled config and its ``_base_`` value, read before running it (a literal: the bases run first)."""
-    source = path.read_text()
+    """The compiled config and its ``_base_`` value, read before running it (a literal: the bases run first).
+
+    YAML or JSON given as a config fails here with a message saying that configs are Python: by suffix, as a syntax
+    error, or as YAML's ``key: value`` lines, which Python reads as annotations that assign nothing.
+    """
+    if path.suffix.lower() in _DATA_SUFFIXES:
+        raise ConfigError(f"config {_display(path)} is a {path.suffix} file; {_PYTHON_ONLY}")
+    try:
+        source = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"config {_display(path)} is not a text file (a checkpoint or an image?); {_PYTHON_ONLY}"
+        ) from None
     try:
         tree = ast.parse(source, str(path))
     except SyntaxError as err:
         code_line = f": {err.text.strip()}" if err.text else ""
-        raise ConfigError(f"syntax error in config {_display(path)}, line {err.lineno}: {err.msg}{code_line}") from err
+        raise ConfigError(
+            f"syntax error in config {_display(path)}, line {err.lineno}: {err.msg}{code_line} ({_PYTHON_ONLY})"
+        ) from err
+    for node in tree.body:
+        if isinstance(node, ast.AnnAssign) and node.value is None:
+            raise ConfigError(
+                f"config {_display(path)}, line {node.lineno}: {ast.unparse(node)!r} assigns nothing (YAML syntax?); "
+                f"{_PYTHON_ONLY}"
+            )
     bases = None
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == _BASE_KEY for t in node.targets):

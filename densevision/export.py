@@ -91,6 +91,21 @@ def input_channels(model: nn.Module) -> int:
     return conv.in_channels
 
 
+def _prepare_output(path: Path) -> None:
+    """Create the folder of ``path``, or fail before the (slow) export when ``path`` cannot be written there."""
+    if path.is_dir():
+        raise ExportError(f"cannot write the ONNX file {path}: it is a folder; name a file, e.g. {path / 'model.onnx'}")
+    in_the_way = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if in_the_way is not None:
+        raise ExportError(f"cannot write the ONNX file {path}: {in_the_way} is a file, not a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ExportError(f"cannot create the folder of the ONNX file {path}: {err.strerror or err}") from None
+    if not os.access(path.parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ExportError(f"cannot write the ONNX file {path}: permission denied")
+
+
 def _device(model: nn.Module) -> torch.device:
     parameter = next(model.parameters(), None)
     return parameter.device if parameter is not None else torch.device("cpu")
@@ -176,7 +191,7 @@ def export_onnx(
     # torch.export specialises a dimension of size 1 to a constant, so the traced batch is at least 2.
     example = torch.randn(max(batch_size, 2), in_chans, height, width, generator=generator).to(_device(model))
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _prepare_output(path)
     with torch.no_grad():
         output_dims = [output.dim() for output in graph(example)]
         fallback_reason = None

@@ -4,7 +4,8 @@ Training sees normalised crops; users have whole images, often larger than memor
 predictor normalises exactly as the config's ``Normalize`` step, runs the task's ``forward`` (logits), and for large
 images slides overlapping windows whose softmax probabilities are averaged, so the result has no seams: with a model
 that looks at single pixels, tiled and whole-image predictions give the same mask and probabilities equal to float
-rounding.
+rounding. Tiling is chosen automatically above ``max_pixels``: a whole 4000×3000 image through even a tiny FC-DenseNet
+needs gigabytes of activations.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import csv
 import glob
 import inspect
 import json
+import logging
+import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +35,14 @@ from torch import Tensor, nn
 import densevision.models  # noqa: F401
 from densevision.data.base import default_palette
 from densevision.data.checks import DatasetError
-from densevision.data.io import IMAGE_EXTENSIONS, colourise_mask, read_image, write_colour_mask, write_mask_png
+from densevision.data.io import (
+    IMAGE_EXTENSIONS,
+    colourise_mask,
+    list_files,
+    read_image,
+    write_colour_mask,
+    write_mask_png,
+)
 from densevision.engine.checkpoint import load_model_weights
 from densevision.registry import DATASETS, PREDICTORS, TASKS, ConfigError
 
@@ -51,6 +61,8 @@ __all__ = [
     "SEGMENTATION_OUTPUTS",
     "PREDICTIONS_CSV",
     "DETECTION_RESULTS",
+    "AUTO_TILE_SIZE",
+    "DEFAULT_MAX_PIXELS",
 ]
 
 _SPLITS = ("test", "val", "train")  # where a config's pipeline (and, for old checkpoints, classes) are looked up
@@ -58,11 +70,27 @@ _TILE_WINDOWS = ("uniform", "hann")
 SEGMENTATION_OUTPUTS = ("mask", "color", "overlay")  # <stem>_<kind>.png
 PREDICTIONS_CSV = "predictions.csv"
 DETECTION_RESULTS = "results.json"
+MIN_DRAWN_SIZE = 256  # pixels on the short side of a drawn detection image
+DEFAULT_MAX_PIXELS = 1024 * 1024  # larger images are predicted in tiles unless a tile size is given
+AUTO_TILE_SIZE = 512  # the tile size chosen then: bounded activations, enough context for a 5-pooling FC-DenseNet
+
+logger = logging.getLogger("densevision")
 
 
 def _where(node: Any) -> str:
     """The config file a config node came from, for error messages."""
     return getattr(node, "filename", None) or "the config"
+
+
+def _torch_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch.device this machine has: a misspelt name or CUDA without a GPU is a ConfigError."""
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {str(device)!r} was asked for but CUDA is not available; use 'cpu'")
+    return chosen
 
 
 def load_task(
@@ -78,6 +106,7 @@ def _load_task(
     """The task with the checkpoint's weights, and the checkpoint's ``meta`` (epoch, the dataset's metainfo)."""
     if "model" not in cfg:
         raise ConfigError(f"{_where(cfg)} has no 'model' (the task to predict with)")
+    device = _torch_device(device)
     task = TASKS.build(cfg["model"])
     meta = load_model_weights(task, checkpoint).get("meta", {})
     return task.to(device).eval(), meta if isinstance(meta, dict) else {}
@@ -198,7 +227,7 @@ class Predictor:
     ) -> None:
         self.num_classes = int(num_classes)
         self.classes = tuple(classes) if classes is not None else tuple(str(i) for i in range(self.num_classes))
-        self.device = torch.device(device)
+        self.device = _torch_device(device)
         self.model = model.to(self.device).eval()
         mean_values = np.atleast_1d(np.asarray(mean, dtype=np.float64)) * max_pixel_value
         std_values = np.atleast_1d(np.asarray(std, dtype=np.float64)) * max_pixel_value
@@ -307,10 +336,10 @@ def window_starts(length: int, window: int, overlap: float) -> list[int]:
 def _window_weights(height: int, width: int, kind: str, device: torch.device) -> Tensor:
     """Per-pixel weights of one tile: uniform, or a Hann window (positive everywhere, so every pixel counts)."""
     if kind == "uniform":
-        return torch.ones((height, width), dtype=torch.float64, device=device)
+        return torch.ones((height, width), dtype=torch.float32, device=device)
 
     def hann(n: int) -> Tensor:
-        return torch.sin(torch.pi * (torch.arange(n, dtype=torch.float64, device=device) + 0.5) / n) ** 2
+        return torch.sin(torch.pi * (torch.arange(n, dtype=torch.float32, device=device) + 0.5) / n) ** 2
 
     return hann(height)[:, None] * hann(width)[None, :]
 
@@ -321,7 +350,9 @@ class SegmentationPredictor(Predictor):
 
     ``tile_size`` (int or (h, w)) bounds the input the model sees; a larger image is covered by windows overlapping
     by ``tile_overlap`` whose probabilities are averaged with ``tile_window`` weights (``'uniform'`` or ``'hann'``,
-    which favours tile centres where a network sees the most context). ``size_divisor`` zero-pads (in normalised
+    which favours tile centres where a network sees the most context). Without a ``tile_size``, an image of more than
+    ``max_pixels`` pixels is tiled with ``AUTO_TILE_SIZE`` tiles (said once in the log) so that memory stays bounded;
+    ``max_pixels=None`` always predicts whole images. ``size_divisor`` zero-pads (in normalised
     units) each input to a multiple of it and crops the logits back, for models that need it; FC-DenseNet does not.
     """
 
@@ -336,6 +367,7 @@ class SegmentationPredictor(Predictor):
         palette: Sequence[Sequence[int]] | None = None,
         classes: Sequence[str] | None = None,
         tile_size: int | Sequence[int] | None = None,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
         tile_overlap: float = 0.25,
         tile_window: str = "uniform",
         batch_size: int = 4,
@@ -357,6 +389,10 @@ class SegmentationPredictor(Predictor):
         if len(self.palette) < self.num_classes:
             raise ConfigError(f"palette has {len(self.palette)} colours for {self.num_classes} classes")
         self.tile_size = None if tile_size is None else _as_pair(tile_size, "tile_size")
+        if max_pixels is not None and not (isinstance(max_pixels, (int, np.integer)) and max_pixels > 0):
+            raise ConfigError(f"max_pixels must be a positive int or None (never tile by itself), got {max_pixels!r}")
+        self.max_pixels = max_pixels
+        self._said_auto_tiling = False
         window_starts(1, 1, tile_overlap)  # validates the overlap now rather than at the first large image
         self.tile_overlap = float(tile_overlap)
         if tile_window not in _TILE_WINDOWS:
@@ -379,6 +415,12 @@ class SegmentationPredictor(Predictor):
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
         parser.add_argument("--tile-size", type=int, nargs="+", metavar="N", help="tile size N or H W for large images")
+        parser.add_argument(
+            "--max-pixels",
+            type=int,
+            default=DEFAULT_MAX_PIXELS,
+            help=f"without --tile-size, tile images of more pixels in {AUTO_TILE_SIZE}-pixel tiles (0: never)",
+        )
         parser.add_argument("--tile-overlap", type=float, default=0.25, help="fraction shared by neighbouring tiles")
         parser.add_argument("--tile-window", choices=_TILE_WINDOWS, default="uniform", help="tile blending weights")
         parser.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
@@ -390,6 +432,7 @@ class SegmentationPredictor(Predictor):
         tile_size = args.tile_size[0] if args.tile_size and len(args.tile_size) == 1 else args.tile_size
         return dict(
             tile_size=tile_size,
+            max_pixels=args.max_pixels or None,
             tile_overlap=args.tile_overlap,
             tile_window=args.tile_window,
             batch_size=args.batch_size,
@@ -411,30 +454,48 @@ class SegmentationPredictor(Predictor):
         probs = self.predict_probs(self.to_tensor(image))
         return {"mask": probs.argmax(0).cpu().numpy().astype(np.int64), "probs": probs.cpu().numpy()}
 
+    def tile_shape(self, height: int, width: int) -> tuple[int, int] | None:
+        """The tile size an image of ``height``×``width`` is predicted with, or ``None`` for one whole-image pass:
+        ``tile_size`` when the image exceeds it, else ``AUTO_TILE_SIZE`` when it has more than ``max_pixels``."""
+        if self.tile_size is not None:
+            return self.tile_size if height > self.tile_size[0] or width > self.tile_size[1] else None
+        if self.max_pixels is None or height * width <= self.max_pixels:
+            return None
+        if not self._said_auto_tiling:
+            self._said_auto_tiling = True
+            logger.info(
+                f"images of more than {self.max_pixels} pixels (this one is {height}×{width}) are predicted in "
+                f"{AUTO_TILE_SIZE}×{AUTO_TILE_SIZE} tiles to bound memory; a tile size (--tile-size) chooses the "
+                "tiles, max_pixels=None (--max-pixels 0) predicts whole images"
+            )
+        return AUTO_TILE_SIZE, AUTO_TILE_SIZE
+
     @torch.inference_mode()
     def predict_probs(self, image: Tensor) -> Tensor:
-        """Softmax probabilities (num_classes×H×W) of a normalised C×H×W tensor, tiled when larger than a tile."""
+        """Softmax probabilities (num_classes×H×W) of a normalised C×H×W tensor, in tiles as ``tile_shape`` says."""
         height, width = image.shape[-2:]
-        if self.tile_size is None or (height <= self.tile_size[0] and width <= self.tile_size[1]):
+        tile = self.tile_shape(height, width)
+        if tile is None:
             return self._logits(image[None]).float().softmax(1)[0]
-        tile_h, tile_w = min(self.tile_size[0], height), min(self.tile_size[1], width)
+        tile_h, tile_w = min(tile[0], height), min(tile[1], width)
         windows = [
             (top, left)
             for top in window_starts(height, tile_h, self.tile_overlap)
             for left in window_starts(width, tile_w, self.tile_overlap)
         ]
-        # float64 sums: with uniform weights an average of identical values is then exactly that value.
-        total = torch.zeros((self.num_classes, height, width), dtype=torch.float64, device=self.device)
-        weight_sum = torch.zeros((height, width), dtype=torch.float64, device=self.device)
+        # float32 sums, the size of the result: a pixel averages a few tiles (4 at the default overlap), so rounding
+        # stays within 1e-7 of the exact mean; float64 would double the largest buffer of a large image for nothing.
+        total = torch.zeros((self.num_classes, height, width), dtype=torch.float32, device=self.device)
+        weight_sum = torch.zeros((height, width), dtype=torch.float32, device=self.device)
         weights = _window_weights(tile_h, tile_w, self.tile_window, self.device)
         for first in range(0, len(windows), self.batch_size):
             chunk = windows[first : first + self.batch_size]
             tiles = torch.stack([image[:, top : top + tile_h, left : left + tile_w] for top, left in chunk])
-            probs = self._logits(tiles).float().softmax(1).double()
+            probs = self._logits(tiles).float().softmax(1)
             for (top, left), tile_probs in zip(chunk, probs):
-                total[:, top : top + tile_h, left : left + tile_w] += tile_probs * weights
+                total[:, top : top + tile_h, left : left + tile_w].addcmul_(tile_probs, weights)
                 weight_sum[top : top + tile_h, left : left + tile_w] += weights
-        return (total / weight_sum).float()
+        return total.div_(weight_sum)
 
     def _logits(self, images: Tensor) -> Tensor:
         """The model's N×num_classes×h×w logits for N×C×h×w inputs, padded to ``size_divisor`` and cropped back."""
@@ -627,7 +688,8 @@ class DetectionPredictor(Predictor):
         return {key: detections[key].cpu().numpy() for key in ("boxes", "scores", "labels")}
 
     def write(self, path: Path, image: np.ndarray, prediction: Mapping[str, Any], out_dir: Path) -> list[Path]:
-        """``<stem>_boxes.png``: the image with the boxes above ``draw_threshold``, class name and score on each."""
+        """``<stem>_boxes.png``: the image with the boxes above ``draw_threshold``, class name and score on each (drawn
+        at a whole multiple of the image's size when its short side is under ``MIN_DRAWN_SIZE`` pixels)."""
         stem_id = int(path.stem) if path.stem.isdigit() else path.stem  # COCO file names carry the image id
         for box, score, label in zip(prediction["boxes"], prediction["scores"], prediction["labels"]):
             x1, y1, x2, y2 = (float(v) for v in box)
@@ -641,12 +703,15 @@ class DetectionPredictor(Predictor):
                 }
             )
         canvas = Image.fromarray(_display_rgb(image))
+        # Small images are drawn enlarged (nearest neighbour, a whole factor) so that class names stay readable.
+        zoom = max(1, math.ceil(MIN_DRAWN_SIZE / min(canvas.size)))
+        canvas = canvas.resize((canvas.width * zoom, canvas.height * zoom), Image.NEAREST)
         draw = ImageDraw.Draw(canvas)
         for box, score, label in zip(prediction["boxes"], prediction["scores"], prediction["labels"]):
             if score < self.draw_threshold:
                 continue
             colour = self.palette[int(label)]
-            x1, y1, x2, y2 = (float(v) for v in box)
+            x1, y1, x2, y2 = (float(v) * zoom for v in box)
             draw.rectangle((x1, y1, x2, y2), outline=colour, width=max(1, round(min(canvas.size) / 150)))
             text = f"{self.classes[int(label)]} {score:.2f}"
             left, top, right, bottom = draw.textbbox((x1, y1), text)
@@ -665,16 +730,17 @@ class DetectionPredictor(Predictor):
 
 
 def find_images(pattern: str | os.PathLike) -> list[Path]:
-    """A file, the image files of a folder, or the image files matching a glob (``**`` recursive), sorted."""
+    """A file, the image files of a folder, or the image files matching a glob (``**`` recursive), sorted; hidden
+    files (macOS ``._*`` resource forks) are left out of folders and globs."""
     path = Path(pattern)
     if path.is_file():
         return [path]
     if path.is_dir():
-        found = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+        found = list_files(path)[0]
         if not found:
             raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {path}")
-        return sorted(found)
-    found = [Path(p) for p in glob.glob(str(pattern), recursive=True)]
+        return found
+    found = [Path(p) for p in glob.glob(str(pattern), recursive=True)]  # glob already skips names starting with "."
     found = [p for p in found if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
     if not found:
         raise FileNotFoundError(f"no image file matched {str(pattern)!r} (a file, a folder or a glob pattern)")
@@ -717,6 +783,22 @@ class InferenceReport:
     failed: list[tuple[Path, str]] = field(default_factory=list)
 
 
+def _output_folder(path: str | os.PathLike) -> Path:
+    """``path`` created if needed; a file in the way or a folder that cannot be written is one OSError naming it,
+    raised before any image is predicted."""
+    out = Path(path)
+    in_the_way = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if in_the_way is not None:
+        raise FileExistsError(f"cannot use {out} as the output folder: {in_the_way} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise type(err)(f"cannot create the output folder {out}: {err.strerror or err}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise PermissionError(f"output folder {out} is not writable")
+    return out
+
+
 def infer_files(
     predictor: Predictor,
     paths: Sequence[str | os.PathLike],
@@ -738,8 +820,7 @@ def infer_files(
                 f"{stems[path.stem]} and {path} share the name {path.stem!r}; their outputs would collide"
             )
         stems[path.stem] = path
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _output_folder(out_dir)
     report = InferenceReport()
     try:
         for path in progress(paths):

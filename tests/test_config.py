@@ -258,6 +258,33 @@ def test_parse_cfg_options_parses_literals_and_falls_back_to_strings(item: str, 
     assert type(parsed[key]) is type(value)
 
 
+@pytest.mark.parametrize(
+    ("item", "reason"),
+    [
+        ("a.b=[1,", "'[' was never closed"),
+        ("a.b=(1, 2", "'(' was never closed"),
+        ("a.b={'x': 1", "'{' was never closed"),
+        ("a.b='unclosed", "unterminated string literal"),
+        ("a.b=224x224", "invalid decimal literal"),
+        ("a.b=-lr", "malformed node or string"),
+        ("a.b={[1]: 2}", "unhashable type"),
+    ],
+)
+def test_parse_cfg_options_rejects_values_that_start_like_a_literal_but_do_not_parse(item: str, reason: str) -> None:
+    raw = item.partition("=")[2]
+    with pytest.raises(ConfigError) as caught:
+        parse_cfg_options([item])
+
+    message = str(caught.value)
+    assert message.startswith(f"cannot parse the value {raw!r} of config option 'a.b': ")
+    assert reason in message and message.endswith('quote it: a.b="' + repr(raw) + '"') and "\n" not in message
+
+
+@pytest.mark.parametrize("item", ["w=hello", "w=data/camvid", "w=./runs/a", "w=~/x", "w=SGD", "w=true", "w=a[1"])
+def test_parse_cfg_options_keeps_plain_words_as_strings(item: str) -> None:
+    assert parse_cfg_options([item]) == {"w": item[2:]}
+
+
 @pytest.mark.parametrize("item", ["model.depth", "=3"])
 def test_parse_cfg_options_rejects_items_without_key_and_value(item: str) -> None:
     with pytest.raises(ConfigError, match=f"'{item}' must look like key=value"):
@@ -300,6 +327,38 @@ def test_missing_base_names_the_base_and_the_file_referencing_it(tmp_path: Path)
 def test_broken_config_names_file_and_line(tmp_path: Path, source: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         Config.fromfile(write(tmp_path, "broken.py", source))
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("cfg.yaml", "model:\n  type: Segmentor\n", r"config .*cfg\.yaml is a \.yaml file; configs are Python files"),
+        ("cfg.yml", "a: 1\n", r"is a \.yml file; configs are Python files"),
+        ("cfg.json", '{"model": {"type": "Segmentor"}}', r"is a \.json file; configs are Python files"),
+        ("yaml.py", "model:\n  type: Segmentor\n", r"syntax error in config .*yaml\.py, line 1: .*configs are Python"),
+        ("flat_yaml.py", "lr: 0.1\nepochs: 3\n", r"line 1: 'lr: 0.1' assigns nothing \(YAML syntax\?\); configs are"),
+    ],
+)
+def test_yaml_or_json_given_as_a_config_says_configs_are_python(
+    tmp_path: Path, name: str, text: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Config.fromfile(write(tmp_path, name, text))
+
+
+def test_a_binary_file_given_as_a_config_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "best.pth"
+    path.write_bytes(b"PK\x03\x04\x80\xff binary checkpoint")
+
+    with pytest.raises(ConfigError, match=r"best\.pth is not a text file \(a checkpoint or an image\?\); configs are"):
+        Config.fromfile(path)
+
+
+def test_a_yaml_base_is_refused_like_a_yaml_config(tmp_path: Path) -> None:
+    write(tmp_path, "base.yaml", "a: 1\n")
+
+    with pytest.raises(ConfigError, match=r"base\.yaml is a \.yaml file"):
+        Config.fromfile(write(tmp_path, "child.py", "_base_ = 'base.yaml'\n"))
 
 
 ROUND_TRIP_SOURCE = """

@@ -72,7 +72,7 @@ def test_infer_tool_draws_boxes_and_writes_coco_results_in_image_pixels(run, tmp
     out = tmp_path / "out"
     args = [str(config), str(work_dir / "last.pth"), str(images), "--out", str(out), "--draw-threshold", "0"]
     assert load_tool("infer").main([*args, "--device", "cpu"]) == 0
-    assert Image.open(out / "000042_boxes.png").size == (96, 48)
+    assert Image.open(out / "000042_boxes.png").size == (96 * 6, 48 * 6)  # small images are drawn enlarged
     results = json.loads((out / "results.json").read_text())
     assert results and {r["image_id"] for r in results} == {42, "scene"}
     assert {r["category_id"] for r in results} <= {1, 2, 3}
@@ -90,3 +90,28 @@ def test_export_tool_writes_decoded_boxes_and_scores_checked_by_onnxruntime(run,
     assert [o.name for o in graph.output] == ["boxes", "scores"]
     printed = capsys.readouterr().out
     assert "max abs diff" in printed and "(3, 3, 64, 64)" in printed  # checked at another batch, the fixed size
+
+
+def test_dsod300_voc_front_door_trains_and_evaluates_with_a_vocdevkit_in_place(tmp_path):
+    """The real DSOD300 config on a two-year VOCdevkit of 3 images: 07+12 trainval in, VOC07 test mAP out."""
+    from tests.data.test_voc import DEVKIT, make_voc
+
+    devkit = make_voc(tmp_path / "VOCdevkit", DEVKIT)
+    work_dir = tmp_path / "work"
+    overrides = [
+        f"train_dataloader.dataset.root={devkit}",
+        f"val_dataloader.dataset.root={devkit}",
+        "train_dataloader.batch_size=2",
+        "train_dataloader.num_workers=0",
+        "val_dataloader.num_workers=0",
+        "optim_wrapper.accumulate_steps=1",
+        "train_cfg.max_iters=1",
+        "param_scheduler=[]",
+        "device='cpu'",
+    ]
+    args = [str(ROOT / "configs" / "dsod300_voc.py"), "--work-dir", str(work_dir), "--cfg-options", *overrides]
+    assert load_tool("train").main(args) == 0
+    checkpoint = load_checkpoint(work_dir / "last.pth")
+    assert checkpoint["meta"]["iteration"] == 1 and len(checkpoint["meta"]["dataset_meta"]["classes"]) == 20
+    log = (work_dir / "run.log").read_text()
+    assert "VOC" in log and "8744 priors" in log and "mAP" in log

@@ -151,3 +151,42 @@ def test_export_tool_fails_on_a_missing_checkpoint(tool, tmp_path, capsys):
     config.write_text("model = dict(type='Segmentor', model=dict(type='fcdensenet56'))\n")
     assert tool.main([str(config), str(tmp_path / "missing.pth"), "--out", str(tmp_path / "m.onnx")]) == 1
     assert "missing.pth" in capsys.readouterr().err
+
+
+@pytest.fixture
+def tiny_run(tmp_path):
+    network = dict(type="FCDenseNet", down_layers=(1,), bottleneck_layers=1, growth_rate=4, stem_channels=8,
+                   num_classes=3, drop_rate=0.0)  # fmt: skip
+    config = tmp_path / "cfg.py"
+    config.write_text(f"model = {dict(type='Segmentor', model=network)!r}\n")
+    save_checkpoint({"state_dict": Segmentor(model=network).state_dict()}, tmp_path / "model.pth")
+    return config, tmp_path / "model.pth"
+
+
+def _error_line(stderr: str) -> str:
+    assert "Traceback" not in stderr
+    return stderr.strip().splitlines()[-1]
+
+
+def test_export_tool_reports_a_missing_config_in_one_line(tool, tiny_run, tmp_path, capsys):
+    _, checkpoint = tiny_run
+    args = [str(tmp_path / "missing.py"), str(checkpoint), "--out", str(tmp_path / "m.onnx")]
+    assert tool.main(args) == 1
+    assert _error_line(capsys.readouterr().err) == f"error: config file not found: {tmp_path / 'missing.py'}"
+
+
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [
+        ("BLOCKED/m.onnx", "cannot write the ONNX file {tmp}/BLOCKED/m.onnx: {tmp}/BLOCKED is a file, not a folder"),
+        ("BLOCKED/sub/m.onnx", "cannot write the ONNX file {tmp}/BLOCKED/sub/m.onnx: {tmp}/BLOCKED is a file, not a"),
+        ("folder", "cannot write the ONNX file {tmp}/folder: it is a folder; name a file, e.g. {tmp}/folder/model."),
+    ],
+)
+def test_export_tool_reports_an_unwritable_out_before_exporting(tool, tiny_run, tmp_path, capsys, out, message):
+    config, checkpoint = tiny_run
+    (tmp_path / "BLOCKED").write_text("a file, not a folder")
+    (tmp_path / "folder").mkdir()
+    assert tool.main([str(config), str(checkpoint), "--out", str(tmp_path / out), "--input-size", "16", "16"]) == 1
+    assert _error_line(capsys.readouterr().err).startswith("error: " + message.format(tmp=tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["BLOCKED", "cfg.py", "folder", "model.pth"]

@@ -1,4 +1,5 @@
 import csv
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,8 @@ from densevision.data.base import default_palette
 from densevision.data.checks import DatasetError
 from densevision.engine.checkpoint import save_checkpoint
 from densevision.inference import (
+    AUTO_TILE_SIZE,
+    DEFAULT_MAX_PIXELS,
     ClassificationPredictor,
     Predictor,
     SegmentationPredictor,
@@ -457,3 +460,77 @@ def test_infer_tool_help_lists_the_tasks_options(tool, segmentation_run, capsys)
     with pytest.raises(SystemExit):
         tool.main([cfg.filename, str(checkpoint), "x.png", "--help"])
     assert "--tile-size" in capsys.readouterr().out
+
+
+def test_a_large_image_is_tiled_automatically_and_matches_whole_image_prediction(caplog):
+    image = _image(1500, 1500, seed=2)
+    auto = _segmenter()  # default max_pixels: 1024×1024
+    whole = _segmenter(max_pixels=None)
+    whole.model.load_state_dict(auto.model.state_dict())
+    with caplog.at_level(logging.INFO, logger="densevision"):
+        tiled_result = auto.predict(image)
+        auto.predict(image)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"images of more than {DEFAULT_MAX_PIXELS} pixels (this one is 1500×1500) are predicted in 512×512 tiles to "
+        "bound memory; a tile size (--tile-size) chooses the tiles, max_pixels=None (--max-pixels 0) predicts whole "
+        "images"
+    ]  # said once, not per image
+    # 0, 384, 768, 988 each way: 16 tiles of 512×512, 4 per forward pass (the default batch_size)
+    assert auto.model.calls == [(4, 3, AUTO_TILE_SIZE, AUTO_TILE_SIZE)] * 8
+    whole_result = whole.predict(image)
+    assert whole.model.calls == [(1, 3, 1500, 1500)]
+    np.testing.assert_array_equal(tiled_result["mask"], whole_result["mask"])
+    np.testing.assert_allclose(tiled_result["probs"], whole_result["probs"], rtol=0, atol=1e-6)
+    assert tiled_result["probs"].dtype == np.float32
+
+
+def test_max_pixels_decides_tiling_only_without_a_tile_size():
+    predictor = _segmenter(max_pixels=100 * 100)
+    assert predictor.tile_shape(100, 100) is None and predictor.tile_shape(50, 200) is None
+    assert predictor.tile_shape(101, 100) == (AUTO_TILE_SIZE, AUTO_TILE_SIZE)
+    assert _segmenter(max_pixels=None).tile_shape(5000, 5000) is None
+    assert _segmenter(tile_size=64, max_pixels=10).tile_shape(64, 64) is None  # the user's tile size decides
+    assert _segmenter(tile_size=(32, 48)).tile_shape(33, 10) == (32, 48)
+    for bad in (0, -1, 2.5, "1e6"):
+        with pytest.raises(ConfigError, match="max_pixels must be a positive int or None"):
+            _segmenter(max_pixels=bad)
+    predictor = _segmenter(max_pixels=30 * 30)
+    result = predictor.predict(_image(40, 30))  # above the budget, within one auto tile: one 40×30 window
+    assert predictor.model.calls == [(1, 3, 40, 30)] and result["mask"].shape == (40, 30)
+
+
+@pytest.mark.parametrize("out", ["BLOCKED", "BLOCKED/out"])
+def test_infer_tool_reports_an_unusable_out_folder_in_one_line(tool, segmentation_run, tmp_path, capsys, out):
+    cfg, checkpoint, _, _ = segmentation_run
+    _write_images(tmp_path / "in", [(20, 20)])
+    (tmp_path / "BLOCKED").write_text("a file, not a folder")
+    args = [cfg.filename, str(checkpoint), str(tmp_path / "in"), "--out", str(tmp_path / out), "--device", "cpu"]
+    assert tool.main(args) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        f"error: cannot use {tmp_path / out} as the output folder: {tmp_path / 'BLOCKED'} is a file, not a folder"
+    )
+
+
+def test_infer_tool_says_when_it_tiles_by_itself(tool, segmentation_run, tmp_path, caplog):
+    cfg, checkpoint, _, _ = segmentation_run
+    _write_images(tmp_path / "in", [(40, 40)])
+    args = [cfg.filename, str(checkpoint), str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--device", "cpu",
+            "--max-pixels", "1000"]  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="densevision"):
+        assert tool.main(args) == 0
+    assert "images of more than 1000 pixels (this one is 40×40) are predicted in 512×512 tiles" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="densevision"):
+        assert tool.main([*args[:-2], "--max-pixels", "0"]) == 0
+    assert "tiles" not in caplog.text
+
+
+def test_a_device_the_machine_lacks_is_a_config_error(monkeypatch, segmentation_run):
+    cfg, checkpoint, _, _ = segmentation_run
+    with pytest.raises(ConfigError, match="unknown device 'gpu'; use 'cpu', 'cuda' or 'cuda:N'"):
+        _segmenter(device="gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="device 'cuda' was asked for but CUDA is not available"):
+        Predictor.from_config(cfg, checkpoint, device="cuda")

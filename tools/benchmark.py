@@ -168,6 +168,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.steps < 1 or args.warmup < 0 or args.batch_size < 1 or args.image_size < 32:
         parser.error("need --steps >= 1, --warmup >= 0, --batch-size >= 1 and --image-size >= 32")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        parser.error(f"unknown --device {args.device!r}; use cpu, cuda or cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device} was asked for but CUDA is not available; use --device cpu")
     return args
 
 

@@ -2,7 +2,8 @@
 
 INPUT is an image file, a folder of images or a glob pattern (quote it: ``'data/**/*.png'``). What is written depends
 on the task the config trains: segmentation writes ``<stem>_mask.png`` (class indices), ``<stem>_color.png`` and
-``<stem>_overlay.png`` per image (``--tile-size`` predicts large images in overlapping tiles); classification writes
+``<stem>_overlay.png`` per image (``--tile-size`` predicts large images in overlapping tiles, chosen by itself for
+images of more than ``--max-pixels``); classification writes
 ``predictions.csv``; detection draws boxes into ``<stem>_boxes.png`` and writes ``results.json`` (COCO format).
 ``python tools/infer.py CONFIG CHECKPOINT INPUT --help`` lists the options of the config's task.
 
@@ -12,12 +13,14 @@ Unreadable images are skipped and listed at the end; the exit status is then 1.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from tqdm import tqdm  # noqa: E402
+from tqdm.contrib.logging import logging_redirect_tqdm  # noqa: E402
 
 from densevision.cli import entry_point  # noqa: E402
 from densevision.config import Config, parse_cfg_options  # noqa: E402
@@ -45,6 +48,7 @@ def _cuda_available() -> bool:
 
 @entry_point
 def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # says when large images are tiled
     arguments = sys.argv[1:] if argv is None else list(argv)
     if {"-h", "--help"} & set(arguments) and not any(os.path.isfile(a) for a in arguments[:1]):
         _common_parser(add_help=True).parse_args(arguments)  # help before a config names the task's options
@@ -59,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     predictor = predictor_cls.from_config(
         cfg, args.checkpoint, device=args.device, **predictor_cls.options_from_args(args)
     )
-    report = infer_files(predictor, paths, args.out, progress=lambda it: tqdm(it, unit="img"))
+    with logging_redirect_tqdm():  # log lines (tiling) above the progress bar, not inside it
+        report = infer_files(predictor, paths, args.out, progress=lambda it: tqdm(it, unit="img"))
     done = len(paths) - len(report.failed)
     print(f"{done} image(s) -> {len(report.written)} file(s) in {args.out}")
     for path, reason in report.failed:

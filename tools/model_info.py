@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("models", nargs="+", help="registered names (python -c 'import densevision; ...list_models()')")
     parser.add_argument("--num-classes", type=int, default=None, help="classifier size (default: the builder's)")
     args = parser.parse_args(argv)
+    if args.num_classes is not None and args.num_classes < 1:
+        parser.error(f"--num-classes must be at least 1, got {args.num_classes}")
     unknown = [name for name in args.models if name not in densevision.list_models()]
     if unknown:
         raise ConfigError(MODELS.unknown_message(unknown[0]))

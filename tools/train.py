@@ -1,6 +1,8 @@
 """Train a model from a config: ``python tools/train.py CONFIG [--cfg-options k=v ...] [--resume [PATH|auto]]``.
 
-Several processes: ``torchrun --nproc_per_node N tools/train.py CONFIG --launcher pytorch``.
+A work dir that already holds a run is never overwritten: continue it with ``--resume`` (which takes the optimizer
+settings and schedules of the config given now, so ``--cfg-options optim_wrapper.optimizer.lr=...`` applies) or choose
+a new ``--work-dir``. Several processes: ``torchrun --nproc_per_node N tools/train.py CONFIG --launcher pytorch``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE", help="override config keys")
     parser.add_argument("--work-dir", help="where checkpoints and logs go (default: the config's, else work_dirs/NAME)")
     parser.add_argument(
-        "--resume", nargs="?", const="auto", metavar="PATH|auto", help="continue from a checkpoint (bare: auto)"
+        "--resume",
+        nargs="?",
+        const="auto",
+        metavar="PATH|auto",
+        help="continue from a checkpoint (bare: auto, the work dir's last.pth) with this config's optimizer settings",
     )
     parser.add_argument("--launcher", choices=["none", "pytorch"], default="none", help="'pytorch' under torchrun")
     return parser.parse_args(argv)

@@ -7,7 +7,13 @@ deterministic = False  # True: deterministic kernels where torch has them (slowe
 device = None  # None: CUDA when available (the GPU of the local rank), else CPU; or 'cpu' / 'cuda'
 launcher = "none"  # 'pytorch' under torchrun (tools/train.py --launcher pytorch); NCCL on CUDA, gloo on CPU
 sync_bn = False  # BatchNorm -> SyncBatchNorm across processes (CUDA only; small per-GPU batches)
-resume = None  # None, 'auto' (work_dir/last.pth when present) or a checkpoint path; --resume sets it
+# None, 'auto' (work_dir/last.pth when present) or a checkpoint path; --resume sets it. None refuses a work_dir that
+# already holds a run (last.pth, best.pth or training records in metrics.jsonl) instead of overwriting it. A resumed run
+# restores weights, optimizer moments, counters, RNG states and loader order, but takes the optimizer hyper-parameters
+# (per param group) and param_scheduler of the config it is resumed with, logging each value that differs from the
+# checkpoint's config; records of the interrupted epoch are dropped from metrics.jsonl. Resuming a finished run
+# (max_epochs / max_iters reached, or stopped early) only says so.
+resume = None
 check_datasets = True  # read every train/val file before training (bad data fails now); False for huge sets
 load_from = None  # a checkpoint whose model weights start training (fine-tuning); ignored when resuming
 
@@ -34,8 +40,11 @@ optim_wrapper = dict(
 # fills total_iters / T_max when not given. See configs/_base_/schedules/.
 param_scheduler = []
 
-train_cfg = dict(max_epochs=100, max_iters=None, val_interval=1)  # one of max_epochs or max_iters (batches, the
-# last epoch cut short; set max_epochs=None); evaluate every val_interval epochs and at the end
+# One of max_epochs or max_iters (batches, the last epoch cut short; set max_epochs=None); evaluate every val_interval
+# epochs and at the end. A DatasetError raised while loading a sample (unreadable file, label outside the classes)
+# stops the run with its own one-line message; skip_bad_samples=True replaces such a training sample by the next good
+# one instead and logs, per epoch, how many were skipped and the first few (validation never skips).
+train_cfg = dict(max_epochs=100, max_iters=None, val_interval=1, skip_bad_samples=False)
 checkpoint = dict(monitor=None, mode="max")  # e.g. monitor='mIoU': also keep best.pth; last.pth is written every epoch
 early_stopping = None  # e.g. dict(monitor='mIoU', patience=150, mode='max', min_delta=0.0): patience in evaluations
 log_interval = 10  # iterations between metrics.jsonl / TensorBoard training records

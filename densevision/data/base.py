@@ -13,7 +13,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from densevision.data.checks import DatasetError, DatasetSummary, check_label_values, check_same_size
+from densevision.data.checks import (
+    DatasetError,
+    DatasetSummary,
+    FileChecker,
+    ProblemHandler,
+    check_label_values,
+    check_mask_values,
+    check_same_size,
+)
 from densevision.data.io import Colour, read_image, read_mask
 from densevision.data.transforms import resolve_pipeline
 
@@ -63,7 +71,10 @@ class SegmentationDataset(Dataset):
 
     ``samples`` is a list of ``(image_path, mask_path)``; ``colours`` (``{(r, g, b): index}``) maps RGB-coded label
     files. ``reduce_zero_label`` (ADE20K convention) makes label 0 ``ignore_index`` and shifts the rest down by one.
+    Subclasses that list folders set ``skipped_files`` to the hidden files (macOS ``._*``) they did not take.
     """
+
+    skipped_files: Sequence[Path] = ()
 
     def __init__(
         self,
@@ -123,6 +134,7 @@ class SegmentationDataset(Dataset):
         image = read_image(image_path)
         mask = self._load_mask(index)
         check_same_size(image.shape, mask.shape, image_path, mask_path)
+        check_mask_values(mask, self.num_classes, self.ignore_index, mask_path)  # names the file when checks are off
         out = self.pipeline(image=image, mask=mask)
         return {
             "image": image_to_tensor(out["image"]),
@@ -130,14 +142,21 @@ class SegmentationDataset(Dataset):
             "meta": {"path": str(image_path), "mask_path": str(mask_path), "ori_shape": tuple(image.shape[:2])},
         }
 
-    def check(self) -> DatasetSummary:
-        """Read every pair; raise ``DatasetError`` naming the file (and value) at fault, else count class pixels."""
+    def check(self, *, on_problem: ProblemHandler | None = None, channels: int | None = None) -> DatasetSummary:
+        """Read every pair and count class pixels. Problems (unreadable file, size mismatch, label value outside the
+        classes, image format unlike the rest or not ``channels``, image smaller than the pipeline's crop) go to
+        ``on_problem``; without it the first raises ``DatasetError`` naming the file, once all were read."""
+        checker = FileChecker(pipeline=self.pipeline, channels=channels, on_problem=on_problem)
         counts = np.zeros(self.num_classes, dtype=np.int64)
         ignored = 0
         for index, (image_path, mask_path) in enumerate(self.samples):
-            image = read_image(image_path)
-            mask = self._load_mask(index)
-            check_same_size(image.shape, mask.shape, image_path, mask_path)
-            counts += check_label_values(mask, self.num_classes, self.ignore_index, mask_path)
-            ignored += int(np.count_nonzero(mask == self.ignore_index))
-        return DatasetSummary(len(self.samples), self.classes, counts.tolist(), unit="pixels", ignored=ignored)
+            with checker.sample(image_path):
+                image = read_image(image_path)
+                mask = self._load_mask(index)
+                check_same_size(image.shape, mask.shape, image_path, mask_path)
+                counts += check_label_values(mask, self.num_classes, self.ignore_index, mask_path)
+                ignored += int(np.count_nonzero(mask == self.ignore_index))
+                checker.image(image_path, image)
+        return checker.summary(
+            len(self.samples), self.classes, counts, unit="pixels", ignored=ignored, skipped=list(self.skipped_files)
+        )

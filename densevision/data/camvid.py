@@ -17,7 +17,7 @@ from typing import Any
 
 from densevision.data.base import SegmentationDataset
 from densevision.data.checks import DatasetError
-from densevision.data.io import IMAGE_EXTENSIONS, Colour
+from densevision.data.io import IMAGE_EXTENSIONS, Colour, list_files
 from densevision.registry import DATASETS
 
 __all__ = ["CamVid", "CAMVID_CLASSES", "CAMVID_PALETTE", "CAMVID_VOID", "CAMVID32_TO_11", "read_class_dict"]
@@ -74,10 +74,6 @@ def read_class_dict(path: Path) -> dict[str, Colour]:
         raise DatasetError(f"bad colour value in {path}: {err}") from err
 
 
-def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-
-
 @DATASETS.register_module()
 class CamVid(SegmentationDataset):
     """One split of CamVid with 11 classes + void (``ignore_index`` 11); ``layout`` is detected when ``None``."""
@@ -113,7 +109,7 @@ class CamVid(SegmentationDataset):
         for folder in (image_dir, label_dir):
             if not folder.is_dir():
                 raise DatasetError(f"{folder} not found: CamVid {self.layout} layout expects {_expected(self.layout)}")
-        images = _images_in(image_dir)
+        images, self.skipped_files = list_files(image_dir)
         if not images:
             raise DatasetError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {image_dir}")
         samples = [(image, label_dir / f"{image.stem}{label_suffix}.png") for image in images]

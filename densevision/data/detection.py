@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from densevision.data.base import default_palette, image_to_tensor
-from densevision.data.checks import DatasetError, DatasetSummary
+from densevision.data.checks import DatasetError, DatasetSummary, FileChecker, ProblemHandler
 from densevision.data.io import Colour, read_image
 from densevision.data.transforms import resolve_pipeline
 
@@ -199,13 +199,18 @@ class DetectionDataset(Dataset):
             },
         }
 
-    def check(self) -> DatasetSummary:
-        """Read every image against its annotation (raising ``DatasetError`` naming the first bad file) and count
-        boxes per class; ignored (difficult/crowd) boxes are counted apart."""
+    def check(self, *, on_problem: ProblemHandler | None = None, channels: int | None = None) -> DatasetSummary:
+        """Read every image against its annotation and count boxes per class (ignored difficult/crowd boxes apart).
+        Problems (unreadable image, size unlike its annotation's, format unlike the rest or not ``channels``, image
+        smaller than the pipeline's crop) go to ``on_problem``; without it the first raises ``DatasetError`` naming
+        the file, once all were read."""
+        checker = FileChecker(pipeline=self.pipeline, channels=channels, on_problem=on_problem)
         counts = np.zeros(self.num_classes, dtype=np.int64)
         ignored = 0
-        for index in range(len(self.samples)):
-            annotation = self._load(index)[2]
-            counts += np.bincount(annotation.labels[~annotation.ignore], minlength=self.num_classes)
-            ignored += int(np.count_nonzero(annotation.ignore))
-        return DatasetSummary(len(self.samples), self.classes, counts.tolist(), unit="boxes", ignored=ignored)
+        for index, (path, _) in enumerate(self.samples):
+            with checker.sample(path):
+                _, image, annotation = self._load(index)
+                counts += np.bincount(annotation.labels[~annotation.ignore], minlength=self.num_classes)
+                ignored += int(np.count_nonzero(annotation.ignore))
+                checker.image(path, image)
+        return checker.summary(len(self.samples), self.classes, counts, unit="boxes", ignored=ignored)

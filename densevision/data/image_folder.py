@@ -11,8 +11,8 @@ import torch
 from torch.utils.data import Dataset
 
 from densevision.data.base import image_to_tensor
-from densevision.data.checks import DatasetError, DatasetSummary
-from densevision.data.io import IMAGE_EXTENSIONS, read_image
+from densevision.data.checks import DatasetError, DatasetSummary, FileChecker, ProblemHandler
+from densevision.data.io import IMAGE_EXTENSIONS, list_files, read_image
 from densevision.data.transforms import resolve_pipeline
 from densevision.registry import DATASETS
 
@@ -31,6 +31,7 @@ class ImageFolderDataset(Dataset):
     """``root/<class>/**/<image>``: the label is the class folder's position in ``classes``.
 
     ``classes`` ``None`` takes every sub-folder, sorted by name (torchvision's order); given, it picks and orders them.
+    Hidden files (macOS ``._*``) are left out and listed in ``skipped_files``.
     """
 
     def __init__(
@@ -54,9 +55,11 @@ class ImageFolderDataset(Dataset):
         self.classes = tuple(classes)
         suffixes = tuple(e.lower() for e in extensions)
         self.samples: list[tuple[Path, int]] = []
+        self.skipped_files: list[Path] = []
         empty = []
         for label, name in enumerate(self.classes):
-            files = sorted(p for p in (self.root / name).rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+            files, hidden = list_files(self.root / name, suffixes, recursive=True)
+            self.skipped_files.extend(hidden)
             if not files:
                 empty.append(str(self.root / name))
             self.samples.extend((path, label) for path in files)
@@ -83,13 +86,17 @@ class ImageFolderDataset(Dataset):
             image, label, self.pipeline, {"path": str(path), "ori_shape": tuple(image.shape[:2])}
         )
 
-    def check(self) -> DatasetSummary:
-        """Read every image (raising ``DatasetError`` naming an unreadable one) and count images per class."""
+    def check(self, *, on_problem: ProblemHandler | None = None, channels: int | None = None) -> DatasetSummary:
+        """Read every image and count images per class. Problems (unreadable file, format unlike the rest or not
+        ``channels``, image smaller than the pipeline's crop) go to ``on_problem``; without it the first raises
+        ``DatasetError`` naming the file, once all were read."""
+        checker = FileChecker(pipeline=self.pipeline, channels=channels, on_problem=on_problem)
         counts = [0] * self.num_classes
         for path, label in self.samples:
-            read_image(path)
-            counts[label] += 1
-        return DatasetSummary(len(self.samples), self.classes, counts, unit="images")
+            with checker.sample(path):
+                checker.image(path, read_image(path))
+                counts[label] += 1
+        return checker.summary(len(self.samples), self.classes, counts, unit="images", skipped=list(self.skipped_files))
 
 
 _CIFAR_FOLDER = "cifar-10-batches-py"
@@ -139,7 +146,10 @@ class CIFAR10Folder(Dataset):
         meta = {"path": f"{self.root / _CIFAR_FOLDER}[{self.split}:{index}]", "ori_shape": tuple(image.shape[:2])}
         return _classification_sample(image, int(self._cifar.targets[index]), self.pipeline, meta)
 
-    def check(self) -> DatasetSummary:
-        """Count images per class (the batches were read and verified on construction)."""
+    def check(self, *, on_problem: ProblemHandler | None = None, channels: int | None = None) -> DatasetSummary:
+        """Count images per class (the batches were read and verified on construction); every image is 32×32 RGB,
+        so the only problem is a model taking other than 3 ``channels``."""
+        checker = FileChecker(pipeline=self.pipeline, channels=channels, on_problem=on_problem)
+        checker.image(Path(f"{self.root / _CIFAR_FOLDER}[{self.split}:0]"), self._cifar.data[0])
         counts = np.bincount(np.asarray(self._cifar.targets), minlength=self.num_classes)
-        return DatasetSummary(len(self), self.classes, counts.tolist(), unit="images")
+        return checker.summary(len(self), self.classes, counts, unit="images")

@@ -18,6 +18,7 @@ from densevision.data.checks import DatasetError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "list_files",
     "read_image",
     "read_mask",
     "colour_to_index",
@@ -35,6 +36,24 @@ _CONVERTED_MODES = {"1": "L", "LA": "L", "P": "RGB", "PA": "RGBA", "CMYK": "RGB"
 _INDEX_MASK_MODES = {"1", "L", "P", "I", "I;16", "I;16B", "I;16L"}
 
 Colour = tuple[int, int, int]
+
+
+def list_files(
+    folder: str | Path, suffixes: Sequence[str] = IMAGE_EXTENSIONS, *, recursive: bool = False
+) -> tuple[list[Path], list[Path]]:
+    """Files in ``folder`` (and below it, ``recursive``) whose names end in one of ``suffixes``, sorted, and apart
+    from them the hidden ones (a name or folder starting with ``.``): macOS leaves a ``._<name>`` resource fork
+    beside every file it copies, which no reader can decode, and editors keep copies in hidden folders."""
+    folder = Path(folder)
+    endings = tuple(s.lower() for s in suffixes)
+    files: list[Path] = []
+    hidden: list[Path] = []
+    for path in sorted(folder.rglob("*") if recursive else folder.iterdir()):
+        if not path.name.lower().endswith(endings) or not path.is_file():
+            continue
+        is_hidden = any(part.startswith(".") for part in path.relative_to(folder).parts)
+        (hidden if is_hidden else files).append(path)
+    return files, hidden
 
 
 def _read_tiff(path: Path) -> np.ndarray:

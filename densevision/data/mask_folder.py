@@ -13,48 +13,47 @@ from typing import Any
 
 from densevision.data.base import SegmentationDataset
 from densevision.data.checks import DatasetError
-from densevision.data.io import IMAGE_EXTENSIONS, Colour
+from densevision.data.io import IMAGE_EXTENSIONS, Colour, list_files
 from densevision.registry import DATASETS
 
 __all__ = ["MaskFolderDataset", "pair_by_stem"]
 
 
-def _files_with_suffix(folder: Path, suffixes: Sequence[str]) -> dict[str, Path]:
-    """``{relative path without suffix: path}`` for files under ``folder`` ending in one of ``suffixes``."""
+def _files_with_suffix(folder: Path, suffixes: Sequence[str]) -> tuple[dict[str, Path], list[Path]]:
+    """``{relative path without suffix: path}`` for files under ``folder`` ending in one of ``suffixes``, and the
+    hidden files left out (macOS ``._*``)."""
+    files, hidden = list_files(folder, suffixes, recursive=True)
     found: dict[str, Path] = {}
-    for path in sorted(folder.rglob("*")):
-        if not path.is_file():
-            continue
+    for path in files:
         relative = path.relative_to(folder).as_posix()
-        suffix = next((s for s in suffixes if relative.lower().endswith(s.lower())), None)
-        if suffix is None:
-            continue
+        suffix = next(s for s in suffixes if relative.lower().endswith(s.lower()))
         stem = relative[: len(relative) - len(suffix)]
         if stem in found:
             raise DatasetError(f"two files in {folder} share the stem {stem!r}: {found[stem].name} and {path.name}")
         found[stem] = path
-    return found
+    return found, hidden
 
 
 def pair_by_stem(
     img_dir: Path, mask_dir: Path, img_suffix: str | Sequence[str] | None, mask_suffix: str
-) -> list[tuple[Path, Path]]:
-    """``(image, mask)`` pairs matched by stem; an image without a mask is an error naming it."""
+) -> tuple[list[tuple[Path, Path]], list[Path]]:
+    """``(image, mask)`` pairs matched by stem (an image without a mask is an error naming it), and the hidden files
+    of both folders that were left out."""
     for what, folder in (("image", img_dir), ("mask", mask_dir)):
         if not folder.is_dir():
             raise DatasetError(f"{what} folder {folder} not found")
     suffixes = IMAGE_EXTENSIONS if img_suffix is None else [img_suffix] if isinstance(img_suffix, str) else img_suffix
-    images = _files_with_suffix(img_dir, suffixes)
+    images, hidden_images = _files_with_suffix(img_dir, suffixes)
     if not images:
         raise DatasetError(f"no images ending in {', '.join(suffixes)} under {img_dir}")
-    masks = _files_with_suffix(mask_dir, [mask_suffix])
+    masks, hidden_masks = _files_with_suffix(mask_dir, [mask_suffix])
     unmatched = [str(images[stem]) for stem in images if stem not in masks]
     if unmatched:
         raise DatasetError(
             f"{len(unmatched)} image(s) have no mask '<stem>{mask_suffix}' in {mask_dir}: "
             f"{', '.join(unmatched[:5])}{' ...' if len(unmatched) > 5 else ''}"
         )
-    return [(images[stem], masks[stem]) for stem in images]
+    return [(images[stem], masks[stem]) for stem in images], hidden_images + hidden_masks
 
 
 @DATASETS.register_module()
@@ -79,7 +78,7 @@ class MaskFolderDataset(SegmentationDataset):
     ) -> None:
         self.img_dir = Path(img_dir)
         self.mask_dir = Path(mask_dir)
-        samples = pair_by_stem(self.img_dir, self.mask_dir, img_suffix, mask_suffix)
+        samples, self.skipped_files = pair_by_stem(self.img_dir, self.mask_dir, img_suffix, mask_suffix)
         colours = None if palette is None else {tuple(int(c) for c in colour): i for i, colour in enumerate(palette)}
         super().__init__(
             samples,

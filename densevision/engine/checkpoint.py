@@ -11,6 +11,7 @@ import contextlib
 import os
 import random
 import tempfile
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ __all__ = [
     "capture_rng_state",
     "restore_rng_state",
     "load_model_weights",
+    "apply_model_weights",
 ]
 
 LAST_CHECKPOINT = "last.pth"
@@ -68,15 +70,44 @@ def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike) -> None:
                 os.unlink(tmp_name)
 
 
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format is a zip archive
+_PICKLE_MAGIC = b"\x80"  # the legacy format (``_use_new_zipfile_serialization=False``) starts with a pickle
+
+
+def _other_checkpoints(path: Path) -> str:
+    """Where to go when ``path`` is damaged: the intact-looking checkpoints beside it, best.pth first, then newest."""
+    others = [p for p in path.parent.glob("*.pth") if p.name != path.name and p.is_file() and zipfile.is_zipfile(p)]
+    if not others:
+        return ""
+    others.sort(key=lambda p: (p.name != BEST_CHECKPOINT, -p.stat().st_mtime))
+    return f"; other checkpoints beside it: {', '.join(str(p) for p in others[:3])}"
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``; a missing or unreadable file is a CheckpointError naming it."""
+    """Read a checkpoint with ``weights_only=True``; a missing, empty, truncated or foreign file is a CheckpointError
+    naming it (and, for a damaged one, the other checkpoints beside it)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    with open(path, "rb") as file:
+        head = file.read(len(_ZIP_MAGIC))
+    if not head:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes){_other_checkpoints(path)}")
+    if not head.startswith((_ZIP_MAGIC, _PICKLE_MAGIC)):
+        raise CheckpointError(
+            f"{path} is not a PyTorch checkpoint (it starts with {head!r}; expected a .pth file written by torch.save, "
+            "such as tools/train.py's last.pth or best.pth)"
+        )
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:
-        raise CheckpointError(f"could not read checkpoint {path}: {type(err).__name__}: {err}") from err
+        if head.startswith(_ZIP_MAGIC) and not zipfile.is_zipfile(path):
+            raise CheckpointError(
+                f"checkpoint {path} is truncated ({path.stat().st_size} bytes, the end of the archive is missing)"
+                f"{_other_checkpoints(path)}"
+            ) from err
+        reason = " ".join(f"{type(err).__name__}: {err}".split()[:40])
+        raise CheckpointError(f"could not read checkpoint {path}: {reason}{_other_checkpoints(path)}") from err
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, expected a dict")
     return state
@@ -152,6 +183,16 @@ def load_model_weights(model: nn.Module, path: str | os.PathLike, *, strict: boo
     """
     path = Path(path)
     checkpoint = load_checkpoint(path)
+    apply_model_weights(model, checkpoint, path, strict=strict)
+    return checkpoint
+
+
+def apply_model_weights(
+    model: nn.Module, checkpoint: Mapping[str, Any], path: str | os.PathLike, *, strict: bool = True
+) -> None:
+    """Put an already loaded checkpoint's weights into ``model``; a checkpoint of another architecture is a
+    CheckpointError naming ``path`` and a few of the mismatched keys."""
+    path = Path(path)
     weights = _model_state(checkpoint, path)
     try:
         result = model.load_state_dict(weights, strict=False)
@@ -165,4 +206,3 @@ def load_model_weights(model: nn.Module, path: str | os.PathLike, *, strict: boo
         problems.append(f"unexpected {len(result.unexpected_keys)} keys (e.g. {', '.join(result.unexpected_keys[:3])})")
     if strict and problems:
         raise CheckpointError(f"checkpoint {path} does not fit the model: {'; '.join(problems)}")
-    return checkpoint

@@ -60,7 +60,10 @@ def init_distributed(launcher: str = "none", device: str | None = None) -> DistC
     if launcher not in LAUNCHERS:
         raise ConfigError(f"launcher must be one of {LAUNCHERS}, got {launcher!r}")
     local_rank = int(os.environ.get("LOCAL_RANK", 0)) if launcher == "pytorch" else 0
-    chosen = _default_device(local_rank) if device is None else torch.device(device)
+    try:
+        chosen = _default_device(local_rank) if device is None else torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ConfigError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'") from err
     if chosen.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"device {device!r} was asked for but CUDA is not available")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,16 +84,35 @@ def run_training(cfg: Config) -> dict[str, float]:
 
 
 def run_test(
-    cfg: Config, checkpoint: str | os.PathLike, out: str | os.PathLike | None = None
+    cfg: Config,
+    checkpoint: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    *,
+    show: Callable[[str], Any] | None = None,
 ) -> tuple[dict[str, float], str | None]:
     """Evaluate ``checkpoint`` on the test split. The main process writes the metrics as JSON (``out``, default
-    ``work_dir/test_metrics.json``) and gets the evaluator's summary table back; other processes get ``None``."""
+    ``work_dir/test_metrics.json``) and gets the evaluator's summary table back; other processes get ``None``.
+
+    ``show`` receives the summary table before the JSON is written, so a write that fails (an OSError naming the
+    file) loses no result: the user has seen the metrics of what may have been a long evaluation.
+    """
     try:
         runner = Runner(cfg)
         metrics = runner.test(checkpoint)
         if not runner.dist.is_main:
             return metrics, None
-        write_json(metrics, out if out is not None else runner.work_dir / "test_metrics.json")
-        return metrics, runner.test_evaluator.summary_table()
+        table = runner.test_evaluator.summary_table()
+        if show is not None:
+            show(table)
+        path = Path(out) if out is not None else runner.work_dir / "test_metrics.json"
+        try:
+            write_json(metrics, path)
+        except OSError as err:
+            in_the_way = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+            reason = f"{in_the_way} is a file, not a folder" if in_the_way else err.strerror or str(err)
+            raise type(err)(
+                f"could not write the test metrics to {path}: {reason} (the metrics are shown above)"
+            ) from None
+        return metrics, table
     finally:
         distributed.shutdown_distributed()

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -19,6 +21,7 @@ __all__ = ["RunLogger", "progress_bar", "METRICS_FILE", "TEXT_LOG_FILE"]
 
 METRICS_FILE = "metrics.jsonl"
 TEXT_LOG_FILE = "run.log"
+TRAINING_MODES = ("train", "train_epoch", "val")  # records of a training run (tools/test.py adds "test" records)
 logger = logging.getLogger("densevision")
 
 
@@ -48,6 +51,7 @@ class RunLogger:
         self.enabled = enabled
         self._handler: logging.Handler | None = None
         self._writer: Any = None
+        self._purge_step: int | None = None
 
     def __enter__(self) -> RunLogger:
         if not self.enabled:
@@ -62,7 +66,7 @@ class RunLogger:
         except ImportError:
             logger.info("TensorBoard not installed; metrics go to %s only", self.work_dir / METRICS_FILE)
         else:
-            self._writer = SummaryWriter(log_dir=str(self.work_dir / "tensorboard"))
+            self._writer = SummaryWriter(log_dir=str(self.work_dir / "tensorboard"), purge_step=self._purge_step)
         return self
 
     def __exit__(
@@ -88,3 +92,46 @@ class RunLogger:
             for key, value in line.items():
                 if key not in ("mode", "epoch", "step", "iter") and isinstance(value, (int, float)):
                     self._writer.add_scalar(f"{record.get('mode', 'run')}/{key}", value, step)
+
+    def _records(self) -> list[tuple[str, dict[str, Any] | None]]:
+        """metrics.jsonl's lines with their records (``None`` for a line that is not a JSON object)."""
+        path = self.work_dir / METRICS_FILE
+        if not path.is_file():
+            return []
+        lines = []
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                record = None
+            lines.append((line, record if isinstance(record, dict) else None))
+        return lines
+
+    def has_training_records(self) -> bool:
+        """Whether metrics.jsonl holds records of a training run (test records alone do not count)."""
+        return any(record is None or record.get("mode") in TRAINING_MODES for _, record in self._records())
+
+    def discard_after(self, step: int) -> int:
+        """Drop the training records logged after ``step`` (a resume's checkpoint), which a killed run wrote and the
+        resumed one writes again; rewrites metrics.jsonl atomically and purges TensorBoard events from the next step.
+        Returns how many records were dropped."""
+        if not self.enabled:
+            return 0
+        self._purge_step = step + 1
+        lines = self._records()
+        kept = [line for line, record in lines if record is None or not _later(record.get("step"), step)]
+        if len(kept) == len(lines):
+            return 0
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{METRICS_FILE}.", suffix=".tmp", dir=self.work_dir)
+        try:
+            with os.fdopen(fd, "w") as file:
+                file.write("".join(line + "\n" for line in kept))
+            os.replace(tmp_name, self.work_dir / METRICS_FILE)
+        except BaseException:
+            os.unlink(tmp_name)
+            raise
+        return len(lines) - len(kept)
+
+
+def _later(value: Any, step: int) -> bool:
+    return isinstance(value, (int, float)) and value > step

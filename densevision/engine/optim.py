@@ -11,7 +11,6 @@ import inspect
 import logging
 import math
 import warnings
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -162,10 +161,32 @@ class OptimWrapper:
             "grad_scaler": self.scaler.state_dict() if self.scaler is not None else None,
         }
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> list[str]:
+        """Restore the optimizer's moments and step counts and the loss scale, but keep each param group's current
+        hyper-parameters (lr, weight_decay, momentum, betas... as the config and its fast-forwarded schedules set
+        them): a resumed run follows the config it is given. Returns one line per value that differs from ``state``.
+        """
+        current = [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
+        changes = []
+        for index, (group, wanted) in enumerate(zip(self.optimizer.param_groups, current)):
+            differing = [key for key, value in wanted.items() if key not in group or group[key] != value]
+            if differing:
+                values = ", ".join(f"{key} {_show(group.get(key))} -> {_show(wanted[key])}" for key in differing)
+                changes.append(f"optimizer param group {index}: {values}")
+            group.update(wanted)
         if self.scaler is not None and state.get("grad_scaler"):
             self.scaler.load_state_dict(state["grad_scaler"])
+        return changes
+
+
+def _show(value: Any) -> str:
+    """A hyper-parameter for the log: floats to 6 significant digits (an LR after a schedule has float noise)."""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, (tuple, list)):
+        return f"({', '.join(_show(v) for v in value)})"
+    return repr(value)
 
 
 def build_optim_wrapper(model: nn.Module, cfg: Mapping[str, Any], device: torch.device) -> OptimWrapper:
@@ -265,27 +286,21 @@ class ParamSchedulers:
     def after_iter(self, iteration: int) -> None:
         self._advance(False, iteration, starting=False)
 
-    def state_dict(self) -> dict[str, Any]:
-        """Per phase, its scheduler's state (``None`` when not opened yet); Counters become dicts for weights_only."""
-        return {"phases": [None if p.scheduler is None else _plain(p.scheduler.state_dict()) for p in self.phases]}
+    def fast_forward(self, *, epochs: int, iterations: int, iters_per_epoch: int) -> None:
+        """Step the schedules through ``epochs`` epochs and ``iterations`` batches as training does, without training.
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore phases; load the optimizer's state after this, since opening a scheduler changes the LR."""
-        saved = state["phases"]
-        if len(saved) != len(self.phases):
-            raise ConfigError(
-                f"the checkpoint has {len(saved)} param_scheduler entries but the config has {len(self.phases)}"
-            )
-        for phase, phase_state in zip(self.phases, saved):
-            if phase_state is None:
-                continue
-            if phase.scheduler is None:
-                self._open(phase)
-            live = vars(phase.scheduler)
-            phase.scheduler.load_state_dict(
-                {k: Counter(v) if isinstance(live.get(k), Counter) else v for k, v in phase_state.items()}
-            )
-
-
-def _plain(state: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: dict(v) if isinstance(v, Counter) else v for k, v in state.items()}
+        A resumed run calls this on schedules built from the config it is given, so its LRs are that config's at the
+        point where the checkpoint stopped; the same config gives the very LRs of an uninterrupted run. Epoch ``e``
+        holds ``iters_per_epoch`` batches, the last one what remains.
+        """
+        per_iteration = any(not phase.by_epoch for phase in self.phases)
+        done = 0
+        for epoch in range(epochs):
+            self.before_epoch(epoch)
+            count = iterations - done if epoch == epochs - 1 else min(iters_per_epoch, iterations - done)
+            if per_iteration:
+                for iteration in range(done, done + count):
+                    self.before_iter(iteration)
+                    self.after_iter(iteration)
+            done += count
+            self.after_epoch(epoch)

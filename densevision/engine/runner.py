@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import logging
 import math
 import os
@@ -16,19 +17,21 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from densevision.config import Config
+from densevision.data.checks import DatasetError
 from densevision.engine import distributed
 from densevision.engine.checkpoint import (
     BEST_CHECKPOINT,
     LAST_CHECKPOINT,
+    apply_model_weights,
     capture_rng_state,
     load_checkpoint,
     load_model_weights,
@@ -37,7 +40,7 @@ from densevision.engine.checkpoint import (
     save_checkpoint,
 )
 from densevision.engine.errors import CheckpointError, NonFiniteLossError, WorkDirError
-from densevision.engine.logging import RunLogger, progress_bar
+from densevision.engine.logging import METRICS_FILE, RunLogger, progress_bar
 from densevision.engine.optim import OptimWrapper, ParamSchedulers, build_optim_wrapper, check_keys
 from densevision.engine.visualize import plot_curves, save_prediction_samples
 from densevision.registry import DATASETS, METRICS, TASKS, ConfigError
@@ -47,13 +50,15 @@ __all__ = ["Runner", "seed_everything", "prepare_work_dir", "to_device", "ShardS
 logger = logging.getLogger("densevision")
 
 LOADER_KEYS = ("batch_size", "num_workers", "shuffle", "pin_memory", "drop_last", "persistent_workers", "dataset")
-TRAIN_CFG_DEFAULTS = {"max_epochs": None, "max_iters": None, "val_interval": 1}
+TRAIN_CFG_DEFAULTS = {"max_epochs": None, "max_iters": None, "val_interval": 1, "skip_bad_samples": False}
 CHECKPOINT_DEFAULTS = {"monitor": None, "mode": "max"}
 EARLY_STOPPING_DEFAULTS = {"monitor": None, "patience": None, "mode": "max", "min_delta": 0.0}
 VISUALIZATION_DEFAULTS = {"num_samples": 4}
 CONFIG_FILE = "config.py"
 CURVES_FILE = "curves.png"
 PREDICTIONS_DIR = "predictions"
+CHECKPOINT_KEYS = ("meta", "state_dict", "optim_wrapper", "rng")
+SKIPPED_SHOWN = 3  # bad samples named in an epoch's log line; the rest are counted
 
 
 def seed_everything(seed: int, *, deterministic: bool = False) -> None:
@@ -129,6 +134,53 @@ class _LossForward(nn.Module):
 
     def forward(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         return self.task.loss(batch)
+
+
+class _Guarded(NamedTuple):
+    """What a loader worker hands back: a sample (or a batch), the bad samples skipped for it, or the DatasetError
+    message that stops the run."""
+
+    data: Any
+    skipped: list[str]
+    error: str | None
+
+
+class _GuardedDataset(Dataset):
+    """Catches a sample's ``DatasetError`` where it is raised, often in a loader worker, so that the main process
+    raises it with its own one-line message instead of torch's worker traceback; with ``skip``, a bad sample is
+    replaced by the next good one in index order (the same replacement in every run)."""
+
+    def __init__(self, dataset: Dataset, *, skip: bool) -> None:
+        self.dataset = dataset
+        self.skip = skip
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> _Guarded:
+        skipped: list[str] = []
+        for offset in range(len(self.dataset)):
+            try:
+                return _Guarded(self.dataset[(index + offset) % len(self.dataset)], skipped, None)
+            except DatasetError as err:
+                message = " ".join(str(err).split())
+                if not self.skip:
+                    return _Guarded(None, [], message)
+                skipped.append(message)
+        return _Guarded(None, [], f"every sample of the dataset failed to load; the first: {skipped[0]}")
+
+
+def _guarded_collate(items: list[_Guarded], *, collate: Callable[[list[Any]], Any]) -> _Guarded:
+    """The batch of the samples, with the bad ones skipped for them; or the first sample's error."""
+    for item in items:
+        if item.error is not None:
+            return item
+    return _Guarded(collate([item.data for item in items]), [name for item in items for name in item.skipped], None)
+
+
+def _source(loader: DataLoader) -> Any:
+    """The config's dataset behind a loader built by ``Runner.build_dataloader``."""
+    return loader.dataset.dataset
 
 
 def _section(cfg: Mapping[str, Any], name: str, defaults: Mapping[str, Any]) -> dict[str, Any]:
@@ -225,6 +277,7 @@ class Runner:
         self.dataset_meta: dict[str, Any] = {}
         self.max_iters: int | None = None
         self._loader_generator = torch.Generator()
+        self._skipped: list[str] = []  # bad samples replaced in the current epoch (train_cfg.skip_bad_samples)
 
     @classmethod
     def from_cfg(cls, cfg: Mapping[str, Any]) -> Runner:
@@ -233,13 +286,19 @@ class Runner:
     # ----------------------------------------------------------------------------------------------------- building
 
     def build_dataloader(self, name: str, *, train: bool) -> DataLoader:
-        """``cfg[name]`` -> DataLoader; ``batch_size`` is per process (the global batch is batch_size × processes)."""
+        """``cfg[name]`` -> DataLoader; ``batch_size`` is per process (the global batch is batch_size × processes).
+
+        The loader yields ``_Guarded`` batches (``_unpack`` opens them): a sample's ``DatasetError`` stops the run
+        with its own message, or, for training with ``train_cfg.skip_bad_samples``, the sample is replaced.
+        """
         section = self.cfg.get(name)
         if not isinstance(section, Mapping) or "dataset" not in section:
             example = f"{name} = dict(batch_size=4, dataset=dict(type=...))"
             raise ConfigError(f"config has no {name} with a dataset, e.g. {example}")
         check_keys(section, LOADER_KEYS, name)
-        dataset = DATASETS.build(section["dataset"])
+        dataset = _GuardedDataset(
+            DATASETS.build(section["dataset"]), skip=train and bool(self.train_cfg["skip_bad_samples"])
+        )
         rank, world_size = self.dist.rank, self.dist.world_size
         sampler: Sampler[int]
         if train:
@@ -257,7 +316,7 @@ class Runner:
             batch_size=int(section.get("batch_size", 1)),
             sampler=sampler,
             num_workers=num_workers,
-            collate_fn=collate,
+            collate_fn=functools.partial(_guarded_collate, collate=collate),
             pin_memory=bool(section.get("pin_memory", True)) and self.device.type == "cuda",
             drop_last=bool(section.get("drop_last", False)) if train else False,
             persistent_workers=bool(section.get("persistent_workers", False)) and num_workers > 0,
@@ -275,7 +334,12 @@ class Runner:
 
     def train(self) -> dict[str, float]:
         """Train for ``train_cfg.max_epochs`` or ``max_iters`` batches (or until early stopping); returns the last
-        validation metrics."""
+        validation metrics.
+
+        Without ``resume``, a work dir that already holds a run is refused rather than overwritten. A resumed run
+        restores the checkpoint's weights, optimizer moments, counters, RNG states and loader order, but follows the
+        config it is given for optimizer hyper-parameters and schedules (each difference is logged).
+        """
         max_epochs, max_iters = self.train_cfg["max_epochs"], self.train_cfg["max_iters"]
         if (max_epochs is None) == (max_iters is None):
             raise ConfigError(
@@ -288,6 +352,17 @@ class Runner:
         val_interval = self.train_cfg["val_interval"]
         if not isinstance(val_interval, int) or val_interval < 1:
             raise ConfigError(f"train_cfg.val_interval must be a positive integer, got {val_interval!r}")
+        resume = self.cfg.get("resume")
+        if resume is None:
+            self._refuse_to_overwrite()
+        resume_from = resolve_resume(resume, self.work_dir)
+        checkpoint = self._read_training_checkpoint(resume_from) if resume_from is not None else None
+        if checkpoint is not None:
+            finished = self._finished(checkpoint)
+            if finished:
+                logger.info("%s: the run is already finished (%s); nothing to train", resume_from, finished)
+                last_val = (checkpoint.get("history") or {}).get("val") or [{}]
+                return {k: float(v) for k, v in last_val[-1].items() if k != "epoch"}
         train_loader = self.build_dataloader("train_dataloader", train=True)
         if max_iters is not None:  # iteration-based recipes (DSOD): whole epochs, the last one cut at max_iters
             self.max_iters = max_iters
@@ -301,22 +376,22 @@ class Runner:
             )
         val_loader = self.build_dataloader("val_dataloader", train=False) if has_val else None
         val_evaluator = self.build_evaluator("val_evaluator") if has_val else None
-        self.dataset_meta = self._apply_dataset_meta(
-            train_loader.dataset, val_loader.dataset if val_loader is not None else None, val_evaluator
-        )
+        train_set, val_set = _source(train_loader), _source(val_loader) if val_loader is not None else None
+        self.dataset_meta = self._apply_dataset_meta(train_set, val_set, val_evaluator)
         if self.cfg.get("check_datasets", True):
-            for loader in (train_loader, val_loader):
-                if loader is not None and hasattr(loader.dataset, "check"):
-                    loader.dataset.check()
+            in_chans = getattr(getattr(self.task, "model", None), "in_chans", None)
+            for dataset in (train_set, val_set):
+                if dataset is not None and hasattr(dataset, "check"):
+                    accepts = "channels" in inspect.signature(dataset.check).parameters
+                    dataset.check(channels=in_chans) if accepts and isinstance(in_chans, int) else dataset.check()
         if hasattr(self.task, "on_train_start"):
-            self.task.on_train_start(train_loader.dataset)
+            self.task.on_train_start(train_set)
 
-        resume_from = resolve_resume(self.cfg.get("resume"), self.work_dir)
         if resume_from is None and self.cfg.get("load_from"):
             self._load_initial_weights(Path(self.cfg["load_from"]))
         self.optim_wrapper = build_optim_wrapper(self.task, _section_or_fail(self.cfg, "optim_wrapper"), self.device)
         self.param_schedulers = ParamSchedulers(self.optim_wrapper.optimizer, self.cfg.get("param_scheduler"))
-        checkpoint = self._resume(resume_from) if resume_from is not None else None
+        resume_notes = self._resume(checkpoint, resume_from, len(train_loader)) if checkpoint is not None else []
         loss_model: Callable[[Mapping[str, Any]], dict[str, torch.Tensor]] = self.task.loss
         if distributed.is_distributed():
             loss_model = DistributedDataParallel(
@@ -324,6 +399,13 @@ class Runner:
             )
         if self.dist.is_main:
             self._dump_config()
+        if resume is not None:  # records after the checkpoint belong to the interrupted run that is now superseded
+            dropped = self.run_logger.discard_after(self.iteration)
+            if dropped:
+                resume_notes.append(
+                    f"dropped {dropped} record(s) after step {self.iteration} from {METRICS_FILE}: they came from the "
+                    "interrupted part of the run, which is trained again now"
+                )
 
         metrics: dict[str, float] = {}
         with self.run_logger:
@@ -331,8 +413,10 @@ class Runner:
             if checkpoint is not None:
                 logger.info("resumed from %s at epoch %d, iteration %d", resume_from, self.epoch, self.iteration)
                 restore_rng_state(checkpoint["rng"])  # last, so nothing after it draws numbers a straight run would not
-            elif self.cfg.get("resume") == "auto":
+            elif resume == "auto":
                 logger.info("resume='auto': no %s in %s, starting from scratch", LAST_CHECKPOINT, self.work_dir)
+            for note in resume_notes:
+                logger.info("resume: %s", note)
             for epoch in range(self.epoch, max_epochs):
                 mean_loss = self._train_epoch(train_loader, loss_model, epoch, max_epochs)
                 self.history["train"].append({"epoch": epoch + 1, "loss": mean_loss})
@@ -345,10 +429,47 @@ class Runner:
                 self.epoch = epoch + 1
                 self._save_checkpoints(improved)
                 if self.dist.is_main:
-                    plot_curves(self.history, self.work_dir / CURVES_FILE, self._monitored_names())
+                    _draw(CURVES_FILE, plot_curves, self.history, self.work_dir / CURVES_FILE, self._monitored_names())
                 if stop or last:
                     break
         return metrics
+
+    def _refuse_to_overwrite(self) -> None:
+        """A fresh start in a work dir that holds a run would replace its checkpoints and mix its log: refuse."""
+        found = [name for name in (LAST_CHECKPOINT, BEST_CHECKPOINT) if (self.work_dir / name).is_file()]
+        if self.run_logger.has_training_records():
+            found.append(METRICS_FILE)
+        if found:
+            raise WorkDirError(
+                f"{self.work_dir} already holds a run ({', '.join(found)}); nothing was overwritten: continue it with "
+                "--resume (resume='auto'), or train from scratch into a new --work-dir (work_dir)"
+            )
+
+    def _read_training_checkpoint(self, path: Path) -> dict[str, Any]:
+        checkpoint = load_checkpoint(path, map_location=self.device)
+        missing = [key for key in CHECKPOINT_KEYS if key not in checkpoint]
+        if missing:
+            raise CheckpointError(
+                f"cannot resume from {path}: not a training checkpoint (no {', '.join(missing)}); "
+                "start from its weights with load_from instead"
+            )
+        return checkpoint
+
+    def _finished(self, checkpoint: Mapping[str, Any]) -> str:
+        """Why the checkpoint's run needs no more training under this config ('' when it does)."""
+        epoch, iteration = int(checkpoint["meta"]["epoch"]), int(checkpoint["meta"]["iteration"])
+        max_epochs, max_iters = self.train_cfg["max_epochs"], self.train_cfg["max_iters"]
+        if max_epochs is not None and epoch >= max_epochs:
+            return f"epoch {epoch} of train_cfg.max_epochs={max_epochs}; raise max_epochs to train longer"
+        if max_iters is not None and iteration >= max_iters:
+            return f"iteration {iteration} of train_cfg.max_iters={max_iters}; raise max_iters to train longer"
+        stopping, state = self.early_stopping_cfg, checkpoint.get("early_stopping") or {}
+        if stopping is not None and int(state.get("bad_evaluations", 0)) >= stopping["patience"]:
+            return (
+                f"early stopping ended it at epoch {epoch}: {stopping['monitor']} did not improve for "
+                f"{stopping['patience']} evaluations; raise early_stopping.patience to train longer"
+            )
+        return ""
 
     def _describe_run(self, train_loader: DataLoader, val_loader: DataLoader | None, max_epochs: int) -> None:
         """What a reader of the log needs to compare runs: data splits, the effective batch, the training length and
@@ -357,7 +478,7 @@ class Runner:
         per_process, accumulate = train_loader.batch_size or 1, self.optim_wrapper.accumulate_steps
         logger.info(
             "training on %s; effective batch %d = %d per process x %d process(es) x %d accumulation step(s)",
-            _describe_dataset(train_loader.dataset),
+            _describe_dataset(_source(train_loader)),
             per_process * self.dist.world_size * accumulate,
             per_process,
             self.dist.world_size,
@@ -366,7 +487,7 @@ class Runner:
         length = f"{self.max_iters} iterations" if self.max_iters else f"{max_epochs} epochs"
         logger.info("training length: %s (%d batches per epoch)", length, len(train_loader))
         if val_loader is not None:
-            logger.info("evaluating on %s", _describe_dataset(val_loader.dataset))
+            logger.info("evaluating on %s", _describe_dataset(_source(val_loader)))
         describe = getattr(self.task, "describe", None)
         if callable(describe):
             logger.info("%s", describe())
@@ -442,12 +563,13 @@ class Runner:
         total_loss = 0.0
         started = time.perf_counter()
         bar = progress_bar(loader, total=num_iters, desc=f"epoch {epoch + 1}/{max_epochs}", enabled=self.dist.is_main)
-        for index, batch in enumerate(bar):
+        self._skipped = []
+        for index, loaded in enumerate(bar):
             if index == num_iters:
                 break
             schedulers.before_iter(self.iteration)
             lr = optim.lr
-            batch = to_device(batch, self.device)
+            batch = to_device(self._unpack(loaded), self.device)
             stepping = optim.should_step(index, num_iters)
             no_sync = isinstance(loss_model, DistributedDataParallel) and not stepping
             with loss_model.no_sync() if no_sync else contextlib.nullcontext():
@@ -459,8 +581,7 @@ class Runner:
                 if not math.isfinite(logged["loss"]):
                     raise NonFiniteLossError(
                         f"loss is {logged['loss']} at epoch {epoch + 1}, iteration {index + 1}/{num_iters} "
-                        f"(global iteration {self.iteration + 1}); training stopped{self._last_good_checkpoint()} "
-                        "(lower the learning rate or set optim_wrapper.clip_grad)"
+                        f"(global iteration {self.iteration + 1}); training stopped{self._how_to_go_on()}"
                     )
                 optim.backward(losses["loss"], group_size=optim.group_size(index, num_iters))
             grad_norm = optim.step() if stepping else None
@@ -477,11 +598,34 @@ class Runner:
         schedulers.after_epoch(epoch)
         mean_loss = total_loss / num_iters
         seconds = time.perf_counter() - started
-        self.run_logger.log(
-            {"mode": "train_epoch", "epoch": epoch + 1, "step": self.iteration, "loss": mean_loss, "time": seconds}
-        )
+        record = {"mode": "train_epoch", "epoch": epoch + 1, "step": self.iteration, "loss": mean_loss, "time": seconds}
+        if self.train_cfg["skip_bad_samples"]:
+            record["skipped"] = len(set(self._skipped))
+        self.run_logger.log(record)
         logger.info("epoch %d/%d: mean loss %.4f, %.1f s", epoch + 1, max_epochs, mean_loss, seconds)
+        self._report_skipped(epoch)
         return mean_loss
+
+    def _unpack(self, loaded: _Guarded) -> Any:
+        """A loader's batch; a sample's DatasetError is raised here, in the main process, with its own message."""
+        if loaded.error is not None:
+            raise DatasetError(loaded.error)
+        self._skipped.extend(loaded.skipped)
+        return loaded.data
+
+    def _report_skipped(self, epoch: int) -> None:
+        """One warning per epoch with bad samples skipped by this process: how many, and the first few reasons."""
+        skipped = list(dict.fromkeys(self._skipped))
+        if not skipped:
+            return
+        more = f"; and {len(skipped) - SKIPPED_SHOWN} more" if len(skipped) > SKIPPED_SHOWN else ""
+        logger.warning(
+            "epoch %d: skipped %d bad sample(s), each replaced by the next good one (train_cfg.skip_bad_samples): %s%s",
+            epoch + 1,
+            len(skipped),
+            "; ".join(skipped[:SKIPPED_SHOWN]),
+            more,
+        )
 
     @staticmethod
     def _reduce_losses(losses: Mapping[str, torch.Tensor]) -> dict[str, float]:
@@ -490,9 +634,15 @@ class Runner:
         values = torch.stack([torch.as_tensor(v, device=device).detach().float().mean() for v in losses.values()])
         return dict(zip(losses, distributed.all_reduce_mean(values).tolist()))
 
-    def _last_good_checkpoint(self) -> str:
+    def _how_to_go_on(self) -> str:
+        """After a NaN: what to change, and where to continue from when a checkpoint exists."""
+        advice = "lower the learning rate or set optim_wrapper.clip_grad"
         last = self.work_dir / LAST_CHECKPOINT
-        return f"; the last good checkpoint is {last}" if last.is_file() else ""
+        if not last.is_file():
+            return f" ({advice})"
+        return (
+            f"; the last good checkpoint is {last} ({advice}, then continue with --resume: it applies the new values)"
+        )
 
     def _validate(self, loader: DataLoader, evaluator: Any, epoch: int) -> dict[str, float]:
         samples_dir = self.work_dir / PREDICTIONS_DIR / f"epoch_{epoch + 1:03d}"
@@ -550,8 +700,8 @@ class Runner:
         wanted = int(self.visualization_cfg["num_samples"]) if samples_dir is not None and self.dist.is_main else 0
         samples: list[tuple[torch.Tensor, dict[str, Any], dict[str, Any]]] = []
         bar = progress_bar(loader, total=len(loader), desc="evaluate", enabled=self.dist.is_main, leave=False)
-        for batch in bar:
-            batch = to_device(batch, self.device)
+        for loaded in bar:
+            batch = to_device(self._unpack(loaded), self.device)
             predictions = self.task.predict(batch)
             evaluator.update(predictions, batch)
             for index in range(min(wanted - len(samples), len(predictions))):
@@ -560,8 +710,15 @@ class Runner:
         evaluator.sync()
         metrics = {k: float(v) for k, v in evaluator.compute().items()}
         if samples and samples_dir is not None:
-            meta = getattr(loader.dataset, "metainfo", None) or {}
-            save_prediction_samples(samples, samples_dir, palette=meta.get("palette"), classes=meta.get("classes"))
+            meta = getattr(_source(loader), "metainfo", None) or {}
+            _draw(
+                f"sample predictions in {samples_dir}",
+                save_prediction_samples,
+                samples,
+                samples_dir,
+                palette=meta.get("palette"),
+                classes=meta.get("classes"),
+            )
         return metrics
 
     def test(self, checkpoint: str | os.PathLike | None = None) -> dict[str, float]:
@@ -571,9 +728,9 @@ class Runner:
         """
         loader = self.build_dataloader("test_dataloader", train=False)
         self.test_evaluator = self.build_evaluator("test_evaluator")
-        self.dataset_meta = self._apply_dataset_meta(loader.dataset, None, self.test_evaluator)
+        self.dataset_meta = self._apply_dataset_meta(_source(loader), None, self.test_evaluator)
         with self.run_logger:
-            logger.info("testing on %s", _describe_dataset(loader.dataset))
+            logger.info("testing on %s", _describe_dataset(_source(loader)))
             describe = getattr(self.task, "describe", None)
             if callable(describe):
                 logger.info("%s", describe())
@@ -598,7 +755,7 @@ class Runner:
             },
             "state_dict": self.task.state_dict(),
             "optim_wrapper": self.optim_wrapper.state_dict(),
-            "param_schedulers": self.param_schedulers.state_dict(),
+            "config": _plain(self.cfg),  # what the run was trained with: a resume logs what its config changes
             "best": dict(self.best),
             "early_stopping": dict(self.early_stopping),
             "history": {k: list(v) for k, v in self.history.items()},
@@ -620,22 +777,36 @@ class Runner:
                 self.work_dir / BEST_CHECKPOINT,
             )
 
-    def _resume(self, path: Path) -> dict[str, Any]:
-        """Restore model, schedules, optimizer and counters (the caller restores RNG states just before the loop)."""
+    def _resume(self, checkpoint: Mapping[str, Any], path: Path, iters_per_epoch: int) -> list[str]:
+        """Restore model, optimizer moments and counters from ``checkpoint``, with the optimizer hyper-parameters and
+        schedules of this config (the caller restores RNG states just before the loop). Returns what to log: each
+        config value and hyper-parameter that differs from the checkpoint's."""
         assert self.optim_wrapper is not None and self.param_schedulers is not None
-        checkpoint = load_checkpoint(path, map_location=self.device)
-        missing = [k for k in ("meta", "state_dict", "optim_wrapper", "param_schedulers", "rng") if k not in checkpoint]
-        if missing:
-            raise ConfigError(f"cannot resume from {path}: not a training checkpoint (no {', '.join(missing)})")
-        self.task.load_state_dict(checkpoint["state_dict"])
-        self.param_schedulers.load_state_dict(checkpoint["param_schedulers"])
-        self.optim_wrapper.load_state_dict(checkpoint["optim_wrapper"])  # after the schedulers, which set LRs
+        apply_model_weights(self.task, checkpoint, path)
+        saved = checkpoint.get("config") or {}
+        kind = (saved.get("optim_wrapper") or {}).get("optimizer", {}).get("type")
+        wanted = _plain(self.cfg["optim_wrapper"]["optimizer"].get("type"))
+        if kind is not None and kind != wanted:
+            raise CheckpointError(
+                f"cannot resume from {path}: it was trained with optimizer {kind}, the config asks for {wanted}; "
+                "resuming keeps the optimizer's state, so the type must stay (start from its weights with load_from)"
+            )
         self.epoch = int(checkpoint["meta"]["epoch"])
         self.iteration = int(checkpoint["meta"]["iteration"])
+        self.param_schedulers.fast_forward(
+            epochs=self.epoch, iterations=self.iteration, iters_per_epoch=iters_per_epoch
+        )
+        try:
+            changed = self.optim_wrapper.load_state_dict(checkpoint["optim_wrapper"])
+        except ValueError as err:  # torch: another number or size of parameter groups
+            raise CheckpointError(
+                f"cannot resume from {path}: its optimizer state does not fit the model's parameter groups ({err}); "
+                "was optim_wrapper.paramwise changed?"
+            ) from err
         self.best = dict(checkpoint.get("best", self.best))
         self.early_stopping = dict(checkpoint.get("early_stopping", self.early_stopping))
         self.history = {k: list(v) for k, v in checkpoint.get("history", self.history).items()}
-        return checkpoint
+        return _config_changes(saved, _plain(self.cfg)) + changed
 
     def _dump_config(self) -> None:
         try:
@@ -650,6 +821,60 @@ def _describe_dataset(dataset: Any) -> str:
     if callable(describe):
         return str(describe())
     return f"{len(dataset)} samples ({type(dataset).__name__})"
+
+
+def _draw(what: str, draw: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    """Pictures are for people: a failure to draw one is a warning, never the end of a run."""
+    try:
+        draw(*args, **kwargs)
+    except Exception as err:
+        logger.warning("could not draw %s: %s: %s", what, type(err).__name__, err)
+
+
+def _plain(value: Any) -> Any:
+    """A config as dicts, lists, tuples and scalars (classes and functions by name): what ``weights_only`` loads."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value) if type(value) in (list, tuple) else [_plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    name = getattr(value, "__qualname__", None)
+    return f"{value.__module__}.{name}" if name is not None else repr(value)
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys (``optim_wrapper.optimizer.lr``, ``param_scheduler.0.gamma``) of nested dicts and of lists that
+    hold dicts; other lists are values."""
+    if isinstance(value, Mapping):
+        items = list(value.items())
+    elif isinstance(value, (list, tuple)) and any(isinstance(v, Mapping) for v in value):
+        items = list(enumerate(value))
+    else:
+        return {prefix: value}
+    flat: dict[str, Any] = {}
+    for key, item in items:
+        flat.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+_UNSET = "unset"
+_NOT_COMPARED = ("resume",)  # how this run was started, not what it trains with
+
+
+def _config_changes(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """One line per config value that differs from the checkpoint's (none for checkpoints without a config)."""
+    if not saved:
+        return []
+    before, after = _flatten(saved), _flatten(current)
+    changes = []
+    for key in dict.fromkeys([*before, *after]):
+        if key.split(".")[0] in _NOT_COMPARED:
+            continue
+        old, new = before.get(key, _UNSET), after.get(key, _UNSET)
+        if old != new:
+            changes.append(f"{key} is {new!r} now (the checkpoint ran with {old!r})")
+    return changes
 
 
 def _section_or_fail(cfg: Mapping[str, Any], name: str) -> Mapping[str, Any]:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
+from torch.autograd.function import once_differentiable
 
 __all__ = ["DenseLayer", "DenseBlock", "Transition", "make_act", "resolve_norm_layer"]
 
@@ -71,8 +71,9 @@ def make_act(act_layer: ActLayer) -> nn.Module:
 def _running_stats_frozen(module: nn.Module) -> Iterator[None]:
     """Restore ``module``'s buffers (BatchNorm running mean/var/count) on exit.
 
-    Memory-efficient layers run their first stage twice per step (forward, then recomputation in backward); the
-    recomputation must give the same output without counting the batch into the running statistics a second time.
+    Memory-efficient layers whose norm is not a plain BatchNorm2d run it twice per step (forward, then recomputation in
+    backward); the recomputation must give the same output without counting the batch into the running statistics a
+    second time.
     """
     saved = [(buf, buf.detach().clone()) for buf in module.buffers()]
     try:
@@ -83,14 +84,202 @@ def _running_stats_frozen(module: nn.Module) -> Iterator[None]:
                 buf.copy_(value)
 
 
+def _no_saved_tensors_hooks() -> AbstractContextManager[None]:
+    """Identity saved-tensor hooks: a graph built and consumed inside one backward call is nobody else's business."""
+    return torch.autograd.graph.saved_tensors_hooks(_identity, _identity)
+
+
+def _identity(tensor: Tensor) -> Tensor:
+    return tensor
+
+
+def _exporting() -> bool:
+    """Tracing for ONNX or TorchScript: graphs hold the plain concatenating path, never the autograd function."""
+    return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
+
+
+class _SharedFeatures:
+    """A memory-efficient dense block's feature maps, each written once into one buffer (Pleiss et al.'s shared
+    storage), and their per-channel batch statistics, computed once per map instead of once per layer reading it.
+
+    Layers read their input concatenation as a view of the buffer and keep that view for backward. The writes go
+    through an alias autograd does not track: a region is written before any view covering it is saved and never
+    again, so the saved views hold in backward what they held in forward.
+    """
+
+    def __init__(self, first: Tensor, channels: int) -> None:
+        n, _, h, w = first.shape
+        self.buffer = first.new_empty((n, channels, h, w))
+        self._writer = self.buffer.data
+        self.filled = 0
+        self.count = n * h * w  # values per channel
+        # Per-channel batch mean and biased variance, once a layer asks for them; channels measured so far.
+        self._mean: Tensor | None = None
+        self._var: Tensor | None = None
+        self._measured = 0
+        self.append(first)
+
+    def append(self, maps: Tensor) -> None:
+        channels = maps.shape[1]
+        self._writer[:, self.filled : self.filled + channels] = maps.detach()
+        self.filled += channels
+        if self._mean is not None:  # batch statistics are in use: measure the new maps while they are contiguous
+            self._measure(maps.detach())
+
+    def concat(self) -> Tensor:
+        return self.buffer[:, : self.filled]
+
+    def batch_statistics(self, channels: int) -> tuple[Tensor, Tensor]:
+        """Per-channel batch mean and biased variance of the first ``channels`` maps, at least in float32 (as
+        BatchNorm's). Kept here once for all layers, so backward reads them back instead of each layer saving its own.
+        """
+        if self.count < 2:
+            raise ValueError(f"Expected more than 1 value per channel when training, got input size {self.count}")
+        if self._mean is None:
+            dtype = torch.promote_types(self.buffer.dtype, torch.float32)
+            self._mean, self._var = self.buffer.new_empty((2, self.buffer.shape[1]), dtype=dtype).unbind()
+            self._measure(self.concat())
+        return self._mean[:channels], self._var[:channels]
+
+    def _measure(self, maps: Tensor) -> None:
+        """Two passes over the maps: on CPU several times faster than ``torch.var_mean`` or BatchNorm's statistics."""
+        maps = maps.to(self._mean.dtype)
+        mean = maps.mean((0, 2, 3), keepdim=True)
+        centred = maps - mean
+        end = self._measured + maps.shape[1]
+        self._mean[self._measured : end] = mean.flatten()
+        self._var[self._measured : end] = centred.mul_(centred).mean((0, 2, 3))
+        self._measured = end
+
+
+def _fused_norm_act(layer: DenseLayer) -> bool:
+    """norm1 -> act is a plain BatchNorm2d and ReLU: computed from cached statistics with explicit kernels."""
+    return type(layer.norm1) is nn.BatchNorm2d and type(layer.relu1) is nn.ReLU
+
+
+def _norm1_statistics(norm: nn.BatchNorm2d, shared: _SharedFeatures) -> tuple[Tensor, Tensor, bool]:
+    """The mean and biased variance norm1 normalises by, and whether they are the batch's; counts the batch into the
+    running statistics exactly as ``nn.BatchNorm2d.forward`` does."""
+    if not (norm.training or norm.running_mean is None):
+        return norm.running_mean, norm.running_var, False
+    mean, var = shared.batch_statistics(shared.filled)
+    if norm.training and norm.track_running_stats:
+        norm.num_batches_tracked.add_(1)
+        momentum = 1.0 / float(norm.num_batches_tracked) if norm.momentum is None else norm.momentum
+        norm.running_mean.lerp_(mean.to(norm.running_mean.dtype), momentum)
+        unbiased = momentum * shared.count / (shared.count - 1)
+        norm.running_var.mul_(1 - momentum).add_(var.to(norm.running_var.dtype), alpha=unbiased)
+    return mean, var, True
+
+
+class _NormActConv(torch.autograd.Function):
+    """``conv1(act(norm1(concat)))`` keeping for backward only the concatenation, a view of shared storage (Pleiss et
+    al. 2017): backward recomputes norm1 -> act from it and back-propagates through conv1 with that input, so the
+    convolution never runs twice and the per-layer concatenation and norm output are never stored.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, layer: DenseLayer, shared: _SharedFeatures, num_features: int, *tensors: Tensor) -> Tensor:
+        # tensors: the input features (their gradients are slices of the concatenation's), then norm1's and conv1's
+        # parameters, which backward reads from the layer as checkpointing does
+        ctx.layer, ctx.shared = layer, shared
+        ctx.split = [feature.shape[1] for feature in tensors[:num_features]]
+        concat = shared.concat()
+        ctx.save_for_backward(concat)
+        if _fused_norm_act(layer):
+            norm = layer.norm1
+            mean, var, ctx.batch_statistics = _norm1_statistics(norm, shared)
+            act = torch.batch_norm(
+                concat, norm.weight, norm.bias, mean, var, False, 0.0, norm.eps, torch.backends.cudnn.enabled
+            ).relu_()
+        else:
+            act = layer.relu1(layer.norm1(concat))
+        out = layer.conv1(act)
+        ctx.conv_dtype = out.dtype  # autocast may have run conv1 in lower precision
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        layer: DenseLayer = ctx.layer
+        norm, conv = layer.norm1, layer.conv1
+        (concat,) = ctx.saved_tensors
+        num_features = len(ctx.split)
+        norm_params = list(norm.parameters())
+        needs = ctx.needs_input_grad[3:]
+        needs_features, needs_norm, needs_conv = (
+            any(needs[:num_features]),
+            needs[num_features : num_features + len(norm_params)],
+            needs[num_features + len(norm_params) :],
+        )
+        x = concat.contiguous()  # norm1's backward is fastest on contiguous input
+        if _fused_norm_act(layer):
+            if ctx.batch_statistics:
+                mean, var = ctx.shared.batch_statistics(concat.shape[1])
+            else:
+                mean, var = norm.running_mean, norm.running_var
+            act = torch.batch_norm(
+                x, norm.weight, norm.bias, mean, var, False, 0.0, norm.eps, torch.backends.cudnn.enabled
+            ).relu_()
+            grad_act, grad_weight, grad_bias = _conv_backward(conv, grad_out, act, ctx.conv_dtype, needs_conv)
+            grad_x, *norm_grads = torch.ops.aten.native_batch_norm_backward(
+                torch.ops.aten.threshold_backward(grad_act.to(act.dtype), act, 0),
+                x,
+                norm.weight,
+                mean,
+                var,
+                mean,
+                torch.rsqrt(var + norm.eps),
+                ctx.batch_statistics,
+                norm.eps,
+                [needs_features, *needs_norm],
+            )
+        else:
+            # norm1's backward reads the running statistics it was given: restore them only after it ran.
+            with torch.enable_grad(), _running_stats_frozen(norm), _no_saved_tensors_hooks():
+                x.requires_grad_(needs_features)
+                act = layer.relu1(norm(x))
+                grad_act, grad_weight, grad_bias = _conv_backward(conv, grad_out, act, ctx.conv_dtype, needs_conv)
+                wrt = [x] * needs_features + [p for p, need in zip(norm_params, needs_norm, strict=True) if need]
+                grads = list(torch.autograd.grad(act, wrt, grad_act.to(act.dtype))) if wrt else []
+            grad_x = grads.pop(0) if needs_features else None
+            norm_grads = [grads.pop(0) if need else None for need in needs_norm]
+        feature_grads = grad_x.split(ctx.split, 1) if grad_x is not None else (None,) * num_features
+        conv_grads = (grad_weight, grad_bias)[: len(needs_conv)]
+        return None, None, None, *feature_grads, *norm_grads, *conv_grads
+
+
+def _conv_backward(
+    conv: nn.Conv2d, grad_out: Tensor, act: Tensor, dtype: torch.dtype, needs: Sequence[bool]
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Gradients of ``conv(act)`` for its input, weight and bias, in the precision the forward convolution ran in."""
+    grad_act, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+        grad_out,
+        act.detach().to(dtype),
+        conv.weight.to(dtype),
+        None if conv.bias is None else [conv.out_channels],
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        False,
+        [0] * len(conv.stride),
+        conv.groups,
+        [True, needs[0], conv.bias is not None and needs[1]],
+    )
+    weight_grad = None if grad_weight is None else grad_weight.to(conv.weight.dtype)
+    bias_grad = None if grad_bias is None else grad_bias.to(conv.bias.dtype)
+    return grad_act, weight_grad, bias_grad
+
+
 class DenseLayer(nn.Module):
     """Pre-activation dense layer producing ``growth_rate`` new feature maps from all earlier ones.
 
     With ``bottleneck_width`` b (DenseNet-B, DSOD): BN-act-Conv1x1(b*k)-BN-act-Conv3x3(k); without (FC-DenseNet, plain
     DenseNet): BN-act-Conv3x3(k). Dropout is element-wise (``F.dropout``), as in both papers — not Dropout2d.
 
-    ``memory_efficient`` (Pleiss et al. 2017) recomputes concatenation -> norm1 -> act -> conv1 in backward instead of
-    storing it, so a block's training memory grows linearly, not quadratically, with its depth.
+    ``memory_efficient`` (Pleiss et al. 2017) keeps neither the concatenation of the inputs nor norm1 -> act's output
+    for backward, only conv1's output: backward recomputes concatenation -> norm1 -> act (the concatenation is shared
+    storage inside a dense block), so a block's training memory grows linearly, not quadratically, with its depth.
     """
 
     def __init__(
@@ -120,31 +309,20 @@ class DenseLayer(nn.Module):
         self.drop_rate = float(drop_rate)
         self.memory_efficient = memory_efficient
 
-    def _first_stage(self, inputs: Sequence[Tensor]) -> Tensor:
-        x = inputs[0] if len(inputs) == 1 else torch.cat(list(inputs), 1)
-        return self.conv1(self.relu1(self.norm1(x)))
-
-    def _first_stage_recomputed(self, inputs: Sequence[Tensor]) -> Tensor:
-        calls = 0
-
-        def run(*tensors: Tensor) -> Tensor:
-            nonlocal calls
-            calls += 1
-            if calls == 1:
-                return self._first_stage(tensors)
-            with _running_stats_frozen(self.norm1):
-                return self._first_stage(tensors)
-
-        # Nothing random runs inside, so the RNG state need not be saved and restored.
-        return checkpoint(run, *inputs, use_reentrant=False, preserve_rng_state=False)
-
-    def forward(self, features: Tensor | Sequence[Tensor]) -> Tensor:
+    def forward(self, features: Tensor | Sequence[Tensor], *, shared: _SharedFeatures | None = None) -> Tensor:
+        """New feature maps from ``features``; a memory-efficient dense block passes its ``shared`` storage of them."""
         inputs = [features] if isinstance(features, Tensor) else list(features)
         # Recompute whenever a backward pass may follow, in eval mode too (frozen-BN fine-tuning, detection backbones).
-        if self.memory_efficient and torch.is_grad_enabled():
-            out = self._first_stage_recomputed(inputs)
+        if self.memory_efficient and torch.is_grad_enabled() and not _exporting():
+            if shared is None:
+                shared = _SharedFeatures(inputs[0], sum(t.shape[1] for t in inputs))
+                for maps in inputs[1:]:
+                    shared.append(maps)
+            params = [*self.norm1.parameters(), *self.conv1.parameters()]
+            out = _NormActConv.apply(self, shared, len(inputs), *inputs, *params)
         else:
-            out = self._first_stage(inputs)
+            x = inputs[0] if len(inputs) == 1 else torch.cat(inputs, 1)
+            out = self.conv1(self.relu1(self.norm1(x)))
         if self.has_bottleneck:
             out = self.conv2(self.relu2(self.norm2(out)))
         if self.drop_rate > 0:
@@ -152,12 +330,30 @@ class DenseLayer(nn.Module):
         return out
 
 
+class _SharedConcatenation(torch.autograd.Function):
+    """A memory-efficient dense block's output: its buffer (from channel ``start`` on), which already holds
+    ``features``; backward splits the gradient into theirs."""
+
+    @staticmethod
+    def forward(ctx: Any, buffer: Tensor, start: int, *features: Tensor) -> Tensor:
+        ctx.channels = [feature.shape[1] for feature in features]
+        ctx.start = start
+        return buffer[:, start:]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        skipped = (None,) if ctx.start else ()  # return_new_only: the block input is not in the output
+        return None, None, *skipped, *grad.split(ctx.channels[len(skipped) :], 1)
+
+
 class DenseBlock(nn.ModuleDict):
     """``num_layers`` dense layers, each fed the concatenation of the block input and all earlier layers' outputs.
 
     Returns the full stack ``[input, new_1, ..., new_L]`` (``out_channels``), or only the new maps when
-    ``return_new_only`` (the Tiramisu bottleneck and up path). Without autograd the block writes each layer's maps into
-    one preallocated buffer instead of concatenating a growing tensor at every layer.
+    ``return_new_only`` (the Tiramisu bottleneck and up path). Without autograd, and in memory-efficient training, the
+    block writes each layer's maps into one preallocated buffer instead of concatenating a growing tensor at every
+    layer; plain training concatenates, because autograd keeps every layer's input concatenation anyway.
     """
 
     def __init__(
@@ -191,18 +387,31 @@ class DenseBlock(nn.ModuleDict):
         self.in_channels = in_channels
         self.growth_rate = growth_rate
         self.return_new_only = return_new_only
+        self.memory_efficient = memory_efficient
         self.out_channels = num_layers * growth_rate + (0 if return_new_only else in_channels)
 
     def forward(self, x: Tensor) -> Tensor:
-        if torch.is_grad_enabled() or torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
-            return self._forward_concat(x)
-        return self._forward_buffer(x)
+        if not torch.is_grad_enabled():
+            return self._forward_buffer(x)
+        if self.memory_efficient and not _exporting():
+            return self._forward_shared(x)
+        return self._forward_concat(x)
 
     def _forward_concat(self, x: Tensor) -> Tensor:
         features = [x]
         for layer in self.values():
             features.append(layer(features))
         return torch.cat(features[1:] if self.return_new_only else features, 1)
+
+    def _forward_shared(self, x: Tensor) -> Tensor:
+        """Memory-efficient training: every map is written once into one buffer, which is also the block's output."""
+        shared = _SharedFeatures(x, self.in_channels + len(self) * self.growth_rate)
+        features = [x]
+        for layer in self.values():
+            features.append(layer(features, shared=shared))
+            shared.append(features[-1])
+        start = self.in_channels if self.return_new_only else 0
+        return _SharedConcatenation.apply(shared.buffer, start, *features)
 
     def _forward_buffer(self, x: Tensor) -> Tensor:
         n, c, h, w = x.shape

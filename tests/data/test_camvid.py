@@ -141,3 +141,23 @@ def test_bad_class_dict_names_file(tmp_path, content):
 def test_bad_split_or_layout(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         CamVid(tmp_path, **kwargs)
+
+
+def test_macos_resource_forks_are_not_taken_for_images(camvid):
+    _, root, written = camvid
+    fork = root / "train" / f"._{written['train'][0][0].name}"
+    fork.write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X")
+    dataset = CamVid(root, "train")
+    assert len(dataset) == 2 and dataset.skipped_files == [fork]
+    assert dataset.check().skipped == [fork]
+
+
+def test_check_lists_every_bad_file(tmp_path):
+    written = make_camvid(tmp_path, "segnet", num_images=3)
+    (image_a, label_a, _), _, (_, label_c, indices) = written["train"]
+    image_a.write_bytes(b"\x89PNG broken")
+    write_mask_png(label_c, np.where(indices == 0, 200, indices))
+    problems = []
+    summary = CamVid(tmp_path, "train").check(on_problem=problems.append)
+    assert len(problems) == 2 and str(image_a) in problems[0] and f"[200] in {label_c}" in problems[1]
+    assert summary.num_bad == 2 and sum(summary.counts) + summary.ignored == 24 * 32

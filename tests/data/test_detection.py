@@ -193,3 +193,30 @@ def test_check_dataset_tool_works_for_detection(tmp_path, capsys):
     assert load_tool("check_dataset").main([str(config)]) == 0
     out = capsys.readouterr().out
     assert "ShapesDetection, OK" in out and "4 images" in out and "boxes" in out and "(ignored)" in out
+
+
+def test_check_reports_every_bad_image_and_counts_the_readable_ones(tmp_path, two_images):
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    samples = [
+        (tmp_path / "broken.png", _annotation([], [], source="broken.xml")),
+        *two_images,
+        (_image(tmp_path / "small.png", height=10), _annotation([[1, 1, 5, 5]], [0], size=(10, 30), source="s.xml")),
+    ]
+    dataset = DetectionDataset(samples, classes=CLASSES, pipeline=[dict(type="RandomCrop", height=16, width=16)])
+    problems = []
+    summary = dataset.check(on_problem=problems.append)
+    assert len(problems) == 2 and "broken.png" in problems[0]
+    assert problems[1].endswith("small.png is 10x30 (HxW), smaller than the 16x16 crop of pipeline[0] RandomCrop")
+    assert summary.counts == [1, 1] and summary.ignored == 1 and summary.num_bad == 1  # small.png is readable
+
+
+def test_check_compares_the_rgb_images_with_the_models_channels(two_images):
+    problems = []
+    DetectionDataset(two_images, classes=CLASSES).check(on_problem=problems.append, channels=1)
+    assert len(problems) == 2 and problems[0].endswith("is 3-channel uint8; the model takes in_chans=1")
+
+
+def test_small_image_for_the_crop_is_a_dataset_error_before_training(tmp_path, two_images):
+    crop = [dict(type="Normalize"), dict(type="AtLeastOneBBoxRandomCrop", height=25, width=25)]
+    with pytest.raises(DatasetError, match=r"a\.png is 20x30 \(HxW\), smaller than the 25x25 crop.*1 more problem"):
+        DetectionDataset(two_images, classes=CLASSES, pipeline=crop).check()

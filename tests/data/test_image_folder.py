@@ -59,6 +59,50 @@ def test_no_class_folders_and_missing_root(tmp_path):
         ImageFolderDataset(tmp_path / "nope")
 
 
+def test_check_reports_every_unreadable_image_and_counts_the_others(tmp_path):
+    _class_tree(tmp_path, {"a": 3, "b": 2})
+    for name in ("a/0.png", "a/2.png", "b/1.png"):
+        (tmp_path / name).write_bytes(b"garbage")
+    problems = []
+    summary = ImageFolderDataset(tmp_path).check(on_problem=problems.append)
+    assert [line.split()[3] for line in problems] == [str(tmp_path / n) for n in ("a/0.png:", "a/2.png:", "b/1.png:")]
+    assert summary.counts == [1, 1] and (summary.num_problems, summary.num_bad) == (3, 3)
+
+
+def test_check_finds_grey_16bit_and_rgba_images_among_rgb_ones(tmp_path):
+    _class_tree(tmp_path, {"a": 3, "b": 2})
+    Image.fromarray(np.zeros((9, 11), np.uint16)).save(tmp_path / "a" / "1.png")
+    Image.new("RGBA", (11, 9)).save(tmp_path / "b" / "0.png")
+    dataset = ImageFolderDataset(tmp_path)
+    with pytest.raises(
+        DatasetError, match=r"a/1\.png is 1-channel uint16, unlike 3 of the 5 images \(3-channel uint8\)"
+    ):
+        dataset.check()
+    problems = []
+    dataset.check(on_problem=problems.append)
+    assert [p.split()[1] for p in problems] == [str(tmp_path / "a" / "1.png"), str(tmp_path / "b" / "0.png")]
+    assert "4-channel uint8" in problems[1]
+
+
+def test_check_finds_images_smaller_than_the_training_crop(tmp_path):
+    _class_tree(tmp_path, {"a": 2})
+    Image.fromarray(np.zeros((5, 11, 3), np.uint8)).save(tmp_path / "a" / "1.png")
+    dataset = ImageFolderDataset(
+        tmp_path, pipeline=[dict(type="Normalize"), dict(type="RandomCrop", height=8, width=8)]
+    )
+    with pytest.raises(
+        DatasetError, match=r"1\.png is 5x11 \(HxW\), smaller than the 8x8 crop of pipeline\[1\] RandomCrop"
+    ):
+        dataset.check()
+
+
+def test_hidden_files_are_skipped(tmp_path):
+    _class_tree(tmp_path, {"a": 1})
+    (tmp_path / "a" / "._0.png").write_bytes(b"\x00\x05\x16\x07")
+    dataset = ImageFolderDataset(tmp_path)
+    assert len(dataset) == 1 and dataset.check().skipped == [tmp_path / "a" / "._0.png"]
+
+
 def test_check_names_unreadable_image(tmp_path):
     _class_tree(tmp_path, {"a": 2})
     (tmp_path / "a" / "1.png").write_bytes(b"garbage")

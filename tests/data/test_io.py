@@ -6,6 +6,7 @@ from PIL import Image
 from densevision.data.checks import DatasetError
 from densevision.data.io import (
     colourise_mask,
+    list_files,
     read_image,
     read_mask,
     write_colour_mask,
@@ -128,3 +129,15 @@ def test_colourise_mask_uses_ignore_colour_for_void():
     palette = [(1, 2, 3), (4, 5, 6)]
     picture = colourise_mask(np.array([[0, 1, 11]]), palette, ignore_colour=(9, 9, 9))
     np.testing.assert_array_equal(picture[0], [[1, 2, 3], [4, 5, 6], [9, 9, 9]])
+
+
+def test_list_files_leaves_out_hidden_files_and_folders(tmp_path):
+    for name in ("b.PNG", "a.jpg", "._a.jpg", ".DS_Store", "notes.txt", "sub/c.tif", "sub/._c.tif", ".git/d.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    files, hidden = list_files(tmp_path)
+    assert [p.name for p in files] == ["a.jpg", "b.PNG"] and [p.name for p in hidden] == ["._a.jpg"]
+    files, hidden = list_files(tmp_path, recursive=True)
+    assert [p.relative_to(tmp_path).as_posix() for p in files] == ["a.jpg", "b.PNG", "sub/c.tif"]
+    assert [p.relative_to(tmp_path).as_posix() for p in hidden] == ["._a.jpg", ".git/d.png", "sub/._c.tif"]
+    assert list_files(tmp_path, [".txt"])[0] == [tmp_path / "notes.txt"]

@@ -132,3 +132,55 @@ def test_palette_length_must_match_classes(tmp_path):
     _tree(tmp_path, ["a"], image_writer=_rgb_png)
     with pytest.raises(ValueError, match="palette has 2 colours for 3 classes"):
         MaskFolderDataset(tmp_path / "img", tmp_path / "ann", CLASSES, palette=[(0, 0, 0), (1, 1, 1)])
+
+
+def test_sample_with_value_outside_classes_names_the_mask_file(tmp_path):
+    _tree(tmp_path, ["a", "b"], image_writer=_rgb_png)
+    write_mask_png(tmp_path / "ann" / "b.png", np.array([[0, 1, 255, 4] * 3] * 10).T)
+    dataset = MaskFolderDataset(tmp_path / "img", tmp_path / "ann", CLASSES)
+    assert dataset[0]["mask"].max() < 3
+    with pytest.raises(DatasetError, match=rf"label value\(s\) \[4\] in {tmp_path / 'ann' / 'b.png'} are outside"):
+        dataset[1]
+
+
+def test_hidden_files_are_skipped_and_listed(tmp_path):
+    _tree(tmp_path, ["a", "sub/b"], image_writer=_rgb_png)
+    resource_fork = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X"
+    hidden = [tmp_path / "img" / "._a.png", tmp_path / "img" / ".cache" / "b.png", tmp_path / "ann" / "._a.png"]
+    for path in hidden:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(resource_fork)
+    dataset = MaskFolderDataset(tmp_path / "img", tmp_path / "ann", CLASSES)
+    assert [p.name for p, _ in dataset.samples] == ["a.png", "b.png"]
+    assert sorted(dataset.skipped_files) == sorted(hidden)
+    summary = dataset.check()
+    assert summary.num_problems == 0 and sorted(summary.skipped) == sorted(hidden)
+
+
+def test_check_reports_every_bad_pair_and_counts_the_readable_ones(tmp_path):
+    masks = _tree(tmp_path, ["a", "b", "c", "d"], image_writer=_rgb_png)
+    (tmp_path / "img" / "a.png").write_bytes(b"broken")
+    write_mask_png(tmp_path / "ann" / "c.png", np.full((12, 10), 9))
+    write_mask_png(tmp_path / "ann" / "d.png", np.zeros((5, 5), np.uint8))
+    dataset = MaskFolderDataset(tmp_path / "img", tmp_path / "ann", CLASSES)
+    problems = []
+    summary = dataset.check(on_problem=problems.append)
+    assert len(problems) == 3 and all(f"{name}.png" in line for name, line in zip("acd", problems))
+    assert "cannot read image" in problems[0] and "[9]" in problems[1] and "sizes differ" in problems[2]
+    assert summary.counts == np.bincount(masks["b"].ravel(), minlength=3).tolist()
+    assert (summary.num_problems, summary.num_bad, summary.num_images) == (3, 3, 4)
+    with pytest.raises(DatasetError, match=r"cannot read image .*a\.png.*\(and 2 more problem\(s\)"):
+        dataset.check()
+
+
+def test_check_against_the_models_channels(tmp_path):
+    def four_band_tiff(path, rng):
+        tifffile.imwrite(f"{path}.tif", rng.integers(0, 4096, (12, 10, 4), dtype=np.uint16))
+
+    _tree(tmp_path, ["a", "b"], image_writer=four_band_tiff)
+    _rgb_png(tmp_path / "img" / "c", np.random.default_rng(0))
+    write_mask_png(tmp_path / "ann" / "c.png", np.zeros((12, 10), np.uint8))
+    dataset = MaskFolderDataset(tmp_path / "img", tmp_path / "ann", CLASSES)
+    problems = []
+    dataset.check(on_problem=problems.append, channels=4)
+    assert problems == [f"image {tmp_path / 'img' / 'c.png'} is 3-channel uint8; the model takes in_chans=4"]

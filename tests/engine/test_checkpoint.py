@@ -1,4 +1,5 @@
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -108,3 +109,23 @@ def test_resolve_resume(tmp_path):
     assert resolve_resume("auto", tmp_path) == tmp_path / "last.pth"
     with pytest.raises(CheckpointError, match="not found: .*missing.pth"):
         resolve_resume(tmp_path / "missing.pth", tmp_path)
+
+
+def test_damaged_and_foreign_files_say_what_they_are(tmp_path):
+    legacy = tmp_path / "legacy.pth"
+    torch.save({"epoch": 1}, legacy, _use_new_zipfile_serialization=False)
+    assert load_checkpoint(legacy) == {"epoch": 1}  # the pre-zip format still loads
+
+    save_checkpoint({"epoch": 2}, tmp_path / "best.pth")
+    last = tmp_path / "last.pth"
+    save_checkpoint({"epoch": 3, "weights": torch.zeros(1000)}, last)
+    last.write_bytes(last.read_bytes()[:-100])
+    beside = re.escape(f"other checkpoints beside it: {tmp_path / 'best.pth'}")  # legacy.pth is no zip
+    with pytest.raises(CheckpointError, match=rf"checkpoint .*last\.pth is truncated \(\d+ bytes, .*\); {beside}"):
+        load_checkpoint(last)
+    last.write_bytes(b"")
+    with pytest.raises(CheckpointError, match=rf"checkpoint .*last\.pth is empty \(0 bytes\); {beside}"):
+        load_checkpoint(last)
+    last.write_text('{"epoch": 3}')
+    with pytest.raises(CheckpointError, match=r"last\.pth is not a PyTorch checkpoint \(it starts with b'\{\"ep'"):
+        load_checkpoint(last)

@@ -10,6 +10,7 @@ from densevision.engine.optim import OptimWrapper, ParamSchedulers, build_optim_
 from densevision.registry import ConfigError
 
 BASE_LR = 0.8
+CPU = torch.device("cpu")
 
 
 def small_model() -> nn.Module:
@@ -176,28 +177,50 @@ def test_schedules_follow_their_closed_forms(cfgs, factor):
     assert lrs == pytest.approx(expected, abs=1e-9)
 
 
-def test_schedules_resume_from_a_weights_only_state():
+def test_fast_forwarded_schedules_continue_exactly_and_follow_a_changed_config():
     cfgs = [
         dict(type="LinearLR", start_factor=0.1, by_epoch=False, begin=0, end=5),
-        dict(type="MultiStepLR", milestones=[2, 3], gamma=0.5, by_epoch=True),  # holds a Counter
+        dict(type="MultiStepLR", milestones=[2, 3], gamma=0.5, by_epoch=True),
     ]
     straight = sgd()
     expected = run_schedule(ParamSchedulers(straight, cfgs), straight, epochs=4, iters=ITERS)
 
-    first = sgd()
-    schedulers = ParamSchedulers(first, cfgs)
-    head = run_schedule(schedulers, first, epochs=2, iters=ITERS)
-    buffer = io.BytesIO()
-    torch.save({"schedulers": schedulers.state_dict(), "optimizer": first.state_dict()}, buffer)
-    buffer.seek(0)
-    saved = torch.load(buffer, weights_only=True)
+    resumed = sgd()
+    schedulers = ParamSchedulers(resumed, cfgs)
+    schedulers.fast_forward(epochs=2, iterations=2 * ITERS, iters_per_epoch=ITERS)
+    tail = run_schedule(schedulers, resumed, epochs=2, iters=ITERS, start_epoch=2)
+    assert tail == expected[2 * ITERS :]  # bit for bit, not approximately
 
-    second = sgd()
-    resumed = ParamSchedulers(second, cfgs)
-    resumed.load_state_dict(saved["schedulers"])
-    second.load_state_dict(saved["optimizer"])
-    tail = run_schedule(resumed, second, epochs=2, iters=ITERS, start_epoch=2)
-    assert head + tail == pytest.approx(expected, abs=1e-12)
+    halved = [dict(cfgs[0]), dict(cfgs[1], gamma=0.25)]  # a gentler base LR and a steeper decay from now on
+    lowered = torch.optim.SGD(nn.Linear(1, 1).parameters(), lr=BASE_LR / 10)
+    schedulers = ParamSchedulers(lowered, halved)
+    schedulers.fast_forward(epochs=2, iterations=2 * ITERS, iters_per_epoch=ITERS)
+    tail = run_schedule(schedulers, lowered, epochs=2, iters=ITERS, start_epoch=2)
+    assert tail == pytest.approx([BASE_LR / 10 * 0.25] * ITERS + [BASE_LR / 10 * 0.25**2] * ITERS)
+
+
+def test_loading_optimizer_state_keeps_the_configs_hyper_parameters():
+    model = small_model()
+    trained = build_optim_wrapper(model, dict(optimizer=dict(type="Adam", lr=1e-2, betas=(0.9, 0.99))), CPU)
+    model(torch.randn(2, 3, 3, 3)).sum().backward()
+    trained.step()
+    buffer = io.BytesIO()
+    torch.save(trained.state_dict(), buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+
+    resumed = build_optim_wrapper(model, dict(optimizer=dict(type="Adam", lr=1e-3, betas=(0.9, 0.99))), CPU)
+    changes = resumed.load_state_dict(state)
+    assert changes == ["optimizer param group 0: lr 0.01 -> 0.001"]
+    (group,) = resumed.optimizer.param_groups
+    assert group["lr"] == 1e-3 and group["betas"] == (0.9, 0.99)
+    moments = resumed.optimizer.state[group["params"][0]]
+    assert int(moments["step"]) == 1 and torch.equal(
+        moments["exp_avg"], trained.optimizer.state[group["params"][0]]["exp_avg"]
+    )
+
+    unchanged = build_optim_wrapper(model, dict(optimizer=dict(type="Adam", lr=1e-2, betas=(0.9, 0.99))), CPU)
+    assert unchanged.load_state_dict(state) == []
 
 
 @pytest.mark.parametrize(

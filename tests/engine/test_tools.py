@@ -128,3 +128,109 @@ def test_the_script_exits_1_with_a_single_line(tmp_path):
     )
     assert result.returncode == 1
     assert result.stderr == f"error: config file not found: {tmp_path / 'missing.py'}\n"
+
+
+def test_test_tool_shows_the_metrics_before_reporting_an_unwritable_out(tmp_path, config_file, train_tool, test_tool,
+                                                                         capsys):  # fmt: skip
+    work_dir = tmp_path / "run"
+    assert train_tool.main([str(config_file), "--work-dir", str(work_dir)]) == 0
+    blocked = tmp_path / "BLOCKED"
+    blocked.write_text("a file, not a directory")
+    capsys.readouterr()
+    out = blocked / "metrics.json"
+    assert test_tool.main([str(config_file), str(work_dir / "last.pth"), "--out", str(out), "--work-dir",
+                           str(work_dir)]) == 1  # fmt: skip
+    captured = capsys.readouterr()
+    assert re.search(r"^\s+acc\s+[0-9.]+$", captured.out, re.MULTILINE) and "pixels" in captured.out
+    reason = f"{blocked} is a file, not a folder"
+    assert (
+        error_line(captured.err)
+        == f"error: could not write the test metrics to {out}: {reason} (the metrics are shown above)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("train_cfg.max_epochs=[1,", r"error: cannot parse the value '\[1,' of config option 'train_cfg.max_epochs'"),
+        ("train_cfg.max_epochs=2x", r"it starts like a Python literal but is not one \(invalid decimal literal\)"),
+    ],
+)
+def test_a_malformed_cfg_options_value_is_one_error_line(tmp_path, config_file, train_tool, capsys, option, message):
+    assert train_tool.main([str(config_file), "--work-dir", str(tmp_path / "run"), "--cfg-options", option]) == 1
+    assert re.search(message, error_line(capsys.readouterr().err))
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("tool_name", ["train", "test", "check_dataset", "export", "infer"])
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("cfg.yaml", "model:\n  type: Segmentor\n", r"config .*cfg\.yaml is a \.yaml file; configs are Python files"),
+        ("cfg.json", '{"model": {"type": "Segmentor"}}', r"config .*cfg\.json is a \.json file; configs are Python"),
+        ("cfg.py", "model:\n  type: Segmentor\n", r"syntax error in config .*cfg\.py, line 1: .*configs are Python"),
+    ],
+)
+def test_every_tool_says_configs_are_python_files(tmp_path, capsys, tool_name, name, text, message):
+    config = tmp_path / name
+    config.write_text(text)
+    arguments = {
+        "train": [],
+        "test": [str(tmp_path / "model.pth")],
+        "check_dataset": [],
+        "export": [str(tmp_path / "model.pth"), "--out", str(tmp_path / "m.onnx")],
+        "infer": [str(tmp_path / "model.pth"), str(tmp_path), "--out", str(tmp_path / "out")],
+    }[tool_name]
+    assert load_tool(tool_name).main([str(config), *arguments]) == 1
+    assert re.search(message, error_line(capsys.readouterr().err))
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--split", "tset"], r"error: .*toy_config\.py defines neither tset_dataloader\.dataset nor tset_dataset"),
+        (["--cfg-options", "dataset.num_samples=[8,"], r"error: cannot parse the value '\[8,' of config option"),
+        (["--cfg-options", "nowhere.x=1"], r"error: cannot apply override 'nowhere.x': the config has no key"),
+        (["--cfg-options", "train_dataloader.dataset.type=Nope"], r"error: unknown type 'Nope' in registry 'datasets'"),
+    ],
+)
+def test_check_dataset_config_errors_are_one_line(config_file, capsys, arguments, message):
+    assert load_tool("check_dataset").main([str(config_file), *arguments]) == 1
+    assert re.search(message, error_line(capsys.readouterr().err))
+
+
+@pytest.mark.parametrize(
+    ("arguments", "cuda", "message"),
+    [
+        (["--device", "gpu"], True, "error: unknown --device 'gpu'; use cpu, cuda or cuda:N"),
+        (["--device", "cuda"], False, "error: --device cuda was asked for but CUDA is not available"),
+    ],
+)
+def test_benchmark_refuses_a_device_it_cannot_use(monkeypatch, capsys, arguments, cuda, message):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: cuda)
+    with pytest.raises(SystemExit) as exit_info:
+        load_tool("benchmark").main(["densenet121-train", "--steps", "1", *arguments])
+    assert exit_info.value.code == 2
+    assert message in error_line(capsys.readouterr().err)
+
+
+def test_model_info_refuses_zero_classes(capsys):
+    with pytest.raises(SystemExit):
+        load_tool("model_info").main(["fcdensenet56", "--num-classes", "0"])
+    assert error_line(capsys.readouterr().err).endswith("error: --num-classes must be at least 1, got 0")
+
+
+def test_a_yaml_config_is_one_line_from_the_script(tmp_path):
+    config = tmp_path / "model.yaml"
+    config.write_text("model:\n  type: Segmentor\n")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "export.py"), str(config), "x.pth", "--out", str(tmp_path / "m.onnx")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"},
+    )
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"error: config {config} is a .yaml file; configs are Python files of `key = value` lines, "
+        "e.g. `model = dict(type='Segmentor', ...)`\n"
+    )

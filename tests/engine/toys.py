@@ -5,12 +5,15 @@ They follow the contracts in ARCHITECTURE.md, so the engine is tested without de
 
 from __future__ import annotations
 
+import textwrap
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from densevision.data.checks import DatasetError
 from densevision.evaluation.base import Metric
 from densevision.registry import DATASETS, METRICS, TASKS
 
@@ -20,15 +23,19 @@ NUM_CLASSES = 3
 @DATASETS.register_module(name="EngineToySegmentation", force=True)
 class ToySegmentation(Dataset):
     """Random 3×8×8 images whose mask is a function of the pixels; ``flip`` draws from torch's global generator, like
-    an augmentation in the main process would."""
+    an augmentation in the main process would. The samples at ``bad`` raise a DatasetError naming their file, as an
+    unreadable file found during training does."""
 
     checked: list[int] = []  # lengths of the instances whose check() ran
 
-    def __init__(self, num_samples: int = 8, size: int = 8, seed: int = 0, flip: bool = False) -> None:
+    def __init__(
+        self, num_samples: int = 8, size: int = 8, seed: int = 0, flip: bool = False, bad: tuple[int, ...] = ()
+    ) -> None:
         generator = torch.Generator().manual_seed(seed)
         self.images = torch.randn(num_samples, 3, size, size, generator=generator)
         self.masks = (self.images[:, 0] > 0).long() + (self.images[:, 1] > 0.5).long()
         self.flip = flip
+        self.bad = tuple(bad)
         self.classes = ("low", "mid", "high")
         self.palette = [(0, 0, 0), (255, 0, 0), (0, 255, 0)]
         self.ignore_index = 255
@@ -38,6 +45,8 @@ class ToySegmentation(Dataset):
         return len(self.images)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        if index in self.bad:
+            raise DatasetError(f"cannot read image {bad_file(index)}: not an image file")
         image, mask = self.images[index], self.masks[index]
         if self.flip and torch.rand(()) < 0.5:
             image, mask = image.flip(-1), mask.flip(-1)
@@ -54,10 +63,13 @@ class ToySegmentation(Dataset):
 class ToySegmentor(nn.Module):
     """conv → GroupNorm → ReLU → dropout → 1×1 conv; per-class pixel counts from ``on_train_start`` as a buffer.
 
-    ``nan_at_call``: the loss of that call (1-based) is NaN, to test how the runner stops.
+    ``nan_at_call``: the loss of that call (1-based) is NaN, to test how the runner stops; ``nan_above``: the loss is
+    NaN once a weight's magnitude exceeds it, as in a run that diverges at too high a learning rate.
     """
 
-    def __init__(self, width: int = 4, drop_rate: float = 0.0, nan_at_call: int | None = None) -> None:
+    def __init__(
+        self, width: int = 4, drop_rate: float = 0.0, nan_at_call: int | None = None, nan_above: float | None = None
+    ) -> None:
         super().__init__()
         self.body = nn.Sequential(
             nn.Conv2d(3, width, 3, padding=1),
@@ -68,6 +80,7 @@ class ToySegmentor(nn.Module):
         )
         self.register_buffer("class_counts", torch.zeros(NUM_CLASSES, dtype=torch.int64))
         self.nan_at_call = nan_at_call
+        self.nan_above = nan_above
         self.loss_calls = 0
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -76,7 +89,8 @@ class ToySegmentor(nn.Module):
     def loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         self.loss_calls += 1
         loss = nn.functional.cross_entropy(self(batch["image"]), batch["mask"])
-        if self.loss_calls == self.nan_at_call:
+        diverged = self.nan_above is not None and max(p.abs().max() for p in self.parameters()) > self.nan_above
+        if self.loss_calls == self.nan_at_call or diverged:
             loss = loss * float("nan")
         return {"loss": loss, "loss_ce": loss.detach()}
 
@@ -141,3 +155,31 @@ def toy_config(work_dir: Any, **overrides: Any) -> dict[str, Any]:
     )
     cfg.update(overrides)
     return cfg
+
+
+def bad_file(index: int) -> str:
+    """The file name a bad ``EngineToySegmentation`` sample reports."""
+    return f"toy_images/{index:03d}.png"
+
+
+def write_toy_config(path: Path, extra: str = "") -> Path:
+    """A top-level config file over the repository's default_runtime.py and the toy components, plus ``extra`` lines
+    (e.g. ``train_cfg = dict(max_epochs=2)``), for tests that run the tools as a user would."""
+    runtime = Path(__file__).resolve().parents[2] / "configs" / "_base_" / "default_runtime.py"
+    body = f"""
+        _base_ = [{str(runtime)!r}]
+        device = "cpu"
+        model = dict(type="EngineToySegmentor")
+        dataset = dict(type="EngineToySegmentation", num_samples=8)
+        train_dataloader = dict(batch_size=2, num_workers=0, dataset=dataset)
+        val_dataloader = dict(batch_size=4, num_workers=0, dataset=dataset)
+        test_dataloader = val_dataloader
+        val_evaluator = dict(type="EngineToyPixelAccuracy")
+        test_evaluator = val_evaluator
+        train_cfg = dict(max_epochs=1)
+        checkpoint = dict(monitor="acc")
+        visualization = dict(num_samples=0)
+        log_interval = 1
+        """
+    path.write_text(textwrap.dedent(body) + textwrap.dedent(extra))
+    return path

@@ -107,13 +107,26 @@ def test_training_memory_is_quadratic_in_depth_plain_and_linear_memory_efficient
         return [_saved_tensor_bytes(block, x) for block in blocks]
 
     plain, efficient = saved(False), saved(True)
-    # memory-efficient keeps a fixed amount per layer: doubling the depth exactly doubles it
-    assert efficient[1] == 2 * efficient[0] and efficient[2] == 2 * efficient[1]
+    # memory-efficient keeps the block's buffer (input + L layers' maps) and a fixed amount per layer: m(L) = a + bL,
+    # so each doubling of the depth adds exactly twice what the previous one added
+    assert efficient[1] - efficient[0] > 0 and efficient[2] - efficient[1] == 2 * (efficient[1] - efficient[0])
     # plain keeps every layer's growing concatenation: m(L) = aL + bL^2, so the part beyond linear,
     # m(2L) - 2m(L) = 2bL^2, quadruples from L to 2L
     beyond_linear = [plain[1] - 2 * plain[0], plain[2] - 2 * plain[1]]
     assert beyond_linear[0] > 0.2 * plain[1] and beyond_linear[1] == 4 * beyond_linear[0]
     assert efficient[2] < plain[2] / 2
+
+
+def test_memory_efficient_output_is_the_buffer_the_layers_keep():
+    """A consumer that saves the block's output (the next BatchNorm) adds no copy of it: plain mode's final torch.cat
+    and the layers' inputs would be two."""
+    x = torch.randn(2, 4, 16, 16, dtype=torch.float64, requires_grad=True)
+    block = _block(memory_efficient=True, num_layers=4, in_channels=4).train()
+    norm = nn.BatchNorm2d(block.out_channels).double()
+    alone = saved_tensor_bytes(lambda: block(x))
+    with_consumer = saved_tensor_bytes(lambda: norm(block(x)))
+    out_bytes = block(x).numel() * x.element_size()
+    assert with_consumer - alone < out_bytes / 10  # the norm's statistics and parameters, not its input
 
 
 def test_memory_efficient_also_recomputes_in_eval_mode():

@@ -1,0 +1,680 @@
+"""NIfTI volumes trained slice by slice (the models are 2D), as MONAI and nnU-Net users keep them.
+
+A sample is one 2D slice of a volume along ``axis`` (the last by default), with ``context`` neighbouring slices on
+each side as extra channels (2.5D: ``in_chans = modalities × (2 × context + 1)``; slices past the volume's ends repeat
+the edge slice). Intensities follow the modality: CT is clipped to a Hounsfield window and scaled to [0, 1]; MR is
+z-scored per volume over its non-zero voxels (zeros, the background of skull-stripped scans, stay 0). Slices without
+foreground can be kept at a lower rate during training (``empty_slice_rate``).
+
+Volumes are read lazily and one at a time: an uncompressed ``.nii`` through nibabel's array proxy (only the slices
+asked for are read), a ``.nii.gz`` decompressed once into the dataset's one-volume cache (gzip cannot seek, so
+slice-wise reads would decompress the file over and over). A dataset larger than memory trains; reading is fastest
+with uncompressed ``.nii`` files or when samples of one volume come together (evaluation order).
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import torch
+from nibabel.filebasedimages import ImageFileError
+
+from densevision.data.base import SegmentationDataset, image_to_tensor, mask_to_tensor
+from densevision.data.checks import DatasetError, DatasetSummary, FileChecker, ProblemHandler, check_label_values
+from densevision.data.io import Colour, list_files
+from densevision.registry import DATASETS, ConfigError
+
+__all__ = [
+    "NIFTI_SUFFIXES",
+    "MODALITIES",
+    "VolumeSlicing",
+    "NiftiSliceDataset",
+    "NiftiFolderDataset",
+    "DecathlonDataset",
+    "load_nifti",
+    "volume_data",
+    "nifti_stem",
+    "voxel_spacing",
+    "read_decathlon_json",
+    "slicing_from_config",
+    "validation_cases",
+]
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+MODALITIES = ("CT", "MR", "none")
+_READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, ImageFileError)
+_STATS_CHUNK = 16  # slices per read when a volume's statistics are computed through its proxy
+
+
+def nifti_stem(path: str | Path) -> str:
+    """``case_001`` for ``case_001.nii.gz`` or ``case_001.nii``."""
+    name = Path(path).name
+    for suffix in NIFTI_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def load_nifti(path: str | Path, what: str = "image") -> nib.Nifti1Image:
+    """The NIfTI image of ``path`` (header only; the data stays on disk); an unreadable file is a ``DatasetError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{what} volume not found: {path}")
+    try:
+        image = nib.load(path, mmap=True)
+    except _READ_ERRORS as err:
+        raise DatasetError(f"cannot read {what} volume {path}: {err}") from err
+    if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise DatasetError(f"{what} volume {path} is a {type(image).__name__}, not NIfTI")
+    if image.ndim not in (3, 4):
+        raise DatasetError(f"{what} volume {path} has shape {image.shape}; expected 3-D (X, Y, Z) or 4-D (X, Y, Z, M)")
+    return image
+
+
+def _compressed(path: Path) -> bool:
+    return path.name.lower().endswith(".gz")
+
+
+def volume_data(image: nib.Nifti1Image, path: str | Path, what: str = "image") -> Any:
+    """What slices are read from: the array proxy of an uncompressed file (reads only what is sliced), the decoded
+    array of a compressed one (gzip cannot seek: decode once)."""
+    path = Path(path)
+    if not _compressed(path):
+        return image.dataobj
+    try:
+        return np.asanyarray(image.dataobj)
+    except _READ_ERRORS as err:
+        raise DatasetError(f"cannot read {what} volume {path}: {err}") from err
+
+
+def _read(data: Any, slicer: tuple, path: Path, what: str) -> np.ndarray:
+    try:
+        return np.asarray(data[slicer])
+    except _READ_ERRORS as err:
+        raise DatasetError(f"cannot read {what} volume {path}: {err}") from err
+
+
+def voxel_spacing(affine: np.ndarray) -> tuple[float, float, float]:
+    """Physical size of a voxel along the array's three axes (mm in NIfTI): the lengths of the affine's columns."""
+    return tuple(float(v) for v in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0)))
+
+
+@dataclass(frozen=True)
+class VolumeSlicing:
+    """How a volume becomes 2D network inputs: the slicing axis, the 2.5D context and the intensity handling.
+
+    Shared by the datasets and the volume prediction writer, so that inference sees slices exactly as training did.
+    ``modality``: ``'CT'`` clips to ``window`` (Hounsfield units) and scales to [0, 1]; ``'MR'`` z-scores each
+    volume (each modality of a 4-D volume) over its non-zero voxels; ``'none'`` passes values through as float32.
+    """
+
+    axis: int = -1
+    context: int = 0
+    modality: str = "CT"
+    window: tuple[float, float] = (-1000.0, 400.0)
+
+    def __post_init__(self) -> None:
+        if self.axis not in (-3, -2, -1, 0, 1, 2):
+            raise ConfigError(f"axis must be one of the volume's three spatial axes (0, 1, 2 or -1), got {self.axis!r}")
+        if not isinstance(self.context, int) or self.context < 0:
+            raise ConfigError(f"context (neighbouring slices on each side) must be an int >= 0, got {self.context!r}")
+        if self.modality not in MODALITIES:
+            raise ConfigError(f"modality must be one of {MODALITIES}, got {self.modality!r}")
+        low, high = (float(v) for v in self.window)
+        if not low < high:
+            raise ConfigError(f"window must be (low, high) with low < high, got {self.window!r}")
+        object.__setattr__(self, "window", (low, high))
+
+    @property
+    def spatial_axis(self) -> int:
+        """The slicing axis as 0, 1 or 2."""
+        return self.axis % 3
+
+    def in_plane_axes(self) -> tuple[int, int]:
+        """The two array axes a slice spans, in order: its height and width."""
+        first, second = (a for a in range(3) if a != self.spatial_axis)
+        return first, second
+
+    def channels(self, modalities: int = 1) -> int:
+        """Input channels of the network: ``modalities × (2 × context + 1)``."""
+        return modalities * (2 * self.context + 1)
+
+    def statistics(self, data: Any) -> np.ndarray | None:
+        """Per-modality (mean, std) of the non-zero voxels (``MR``), an M×2 array; ``None`` for other modalities.
+
+        ``data`` is a volume (array or nibabel proxy, X×Y×Z or X×Y×Z×M), read in chunks of slices.
+        """
+        if self.modality != "MR":
+            return None
+        modalities = data.shape[3] if len(data.shape) == 4 else 1
+        count, total, squares = np.zeros(modalities), np.zeros(modalities), np.zeros(modalities)
+        for start in range(0, data.shape[2], _STATS_CHUNK):
+            chunk = np.asarray(data[:, :, start : start + _STATS_CHUNK], dtype=np.float64)
+            chunk = chunk.reshape(-1, modalities)
+            nonzero = chunk != 0
+            count += nonzero.sum(axis=0)
+            total += np.where(nonzero, chunk, 0).sum(axis=0)
+            squares += np.where(nonzero, chunk * chunk, 0).sum(axis=0)
+        mean = np.divide(total, count, out=np.zeros(modalities), where=count > 0)
+        variance = np.divide(squares, count, out=np.ones(modalities), where=count > 0) - mean**2
+        std = np.sqrt(np.clip(variance, 0, None))
+        return np.stack([mean, np.where(std > 0, std, 1.0)], axis=1)
+
+    def indices(self, index: int, num_slices: int) -> np.ndarray:
+        """The slice indices of sample ``index`` and its neighbours, edge slices repeated past the ends."""
+        return np.clip(np.arange(index - self.context, index + self.context + 1), 0, num_slices - 1)
+
+    def stack(self, data: Any, index: int, stats: np.ndarray | None = None, *, path: Path | None = None) -> np.ndarray:
+        """Slice ``index`` of ``data`` with its context slices and intensity handling: H×W×C float32, channels
+        ordered by slice offset, then modality."""
+        num_slices = data.shape[self.spatial_axis]
+        if not 0 <= index < num_slices:
+            raise IndexError(f"slice {index} outside the volume's {num_slices} slices along axis {self.spatial_axis}")
+        wanted = self.indices(index, num_slices)
+        slicer = [slice(None)] * len(data.shape)
+        slicer[self.spatial_axis] = slice(int(wanted.min()), int(wanted.max()) + 1)
+        slab = _read(data, tuple(slicer), path or Path("<volume>"), "image")
+        slab = np.take(slab, wanted - wanted.min(), axis=self.spatial_axis)
+        slab = np.moveaxis(slab, self.spatial_axis, 2)  # H×W×offsets(×M)
+        if slab.ndim == 3:
+            slab = slab[..., None]
+        return self.normalise(slab, stats).reshape(*slab.shape[:2], -1)
+
+    def normalise(self, values: np.ndarray, stats: np.ndarray | None = None) -> np.ndarray:
+        """The modality's intensity handling of voxel values whose last axis holds the modalities (float32)."""
+        values = np.asarray(values, dtype=np.float32)
+        if self.modality == "CT":
+            low, high = self.window
+            return (np.clip(values, low, high) - np.float32(low)) / np.float32(high - low)
+        if self.modality == "MR":
+            if stats is None:
+                raise ValueError("MR intensity handling needs the volume's statistics (VolumeSlicing.statistics)")
+            mean, std = stats[:, 0].astype(np.float32), stats[:, 1].astype(np.float32)
+            return np.where(values != 0, (values - mean) / std, np.float32(0)).astype(np.float32)
+        return values
+
+    def label_slice(self, data: Any, index: int, *, path: Path | None = None) -> np.ndarray:
+        """Slice ``index`` of a label volume as H×W, in the same orientation as ``stack``."""
+        slicer = [slice(None)] * len(data.shape)
+        slicer[self.spatial_axis] = index
+        return _read(data, tuple(slicer), path or Path("<label volume>"), "label")
+
+
+def _label_indices(values: np.ndarray, path: Path) -> np.ndarray:
+    """Label voxels as integers; non-integral values (a resampled label map) are an error naming the file."""
+    if np.issubdtype(values.dtype, np.integer):
+        return values
+    if values.dtype == bool:
+        return values.astype(np.uint8)
+    rounded = np.rint(values)
+    if not np.array_equal(rounded, values):
+        bad = np.unique(values[rounded != values])[:5]
+        raise DatasetError(f"label volume {path} holds non-integer values {[float(v) for v in bad]}")
+    return rounded.astype(np.int64)
+
+
+def _compact(mask: np.ndarray) -> np.ndarray:
+    """Valid class indices in the smallest unsigned dtype (OpenCV-based transforms take uint8/uint16)."""
+    return mask.astype(np.uint8 if not mask.size or mask.max() < 256 else np.uint16)
+
+
+@dataclass(frozen=True)
+class _Volume:
+    image: Path
+    label: Path
+    name: str
+    shape: tuple[int, ...]
+    spacing: tuple[float, float, float]
+
+
+class NiftiSliceDataset(SegmentationDataset):
+    """Image/label volume pairs served as 2D slices: ``{'image': C×H×W float32, 'mask': H×W int64, 'meta'}``.
+
+    ``samples`` are ``(image volume, label volume)`` paths. ``meta`` has ``path``/``mask_path`` (the volumes),
+    ``volume`` (the case name), ``slice``, ``num_slices``, ``axis`` and ``spacing`` (the physical size of a pixel's
+    height and width and of the slice step): what ``VolumeSegmentationMetric`` reassembles volumes from.
+
+    ``empty_slice_rate`` < 1 (training) keeps every slice with foreground (a class other than 0) and, per epoch,
+    that fraction of the slices without, drawn at random; the label volumes are read once at construction to find
+    them. Evaluation keeps every slice (the default, 1.0) in volume order.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[tuple[Path, Path]],
+        *,
+        classes: Sequence[str],
+        palette: Sequence[Colour] | None = None,
+        ignore_index: int = 255,
+        pipeline: Sequence[Mapping[str, Any]] | Callable[..., dict] | None = None,
+        axis: int = -1,
+        context: int = 0,
+        modality: str = "CT",
+        window: Sequence[float] = (-1000.0, 400.0),
+        empty_slice_rate: float = 1.0,
+        affine_tolerance: float = 1e-3,
+    ) -> None:
+        super().__init__(samples, classes=classes, palette=palette, ignore_index=ignore_index, pipeline=pipeline)
+        self.slicing = VolumeSlicing(axis=axis, context=context, modality=modality, window=tuple(window))
+        if not 0 <= empty_slice_rate <= 1:
+            raise ConfigError(f"empty_slice_rate must be in [0, 1], got {empty_slice_rate}")
+        self.empty_slice_rate = float(empty_slice_rate)
+        self.affine_tolerance = float(affine_tolerance)
+        if not self.samples:
+            raise DatasetError("no image/label volume pairs")
+        self.volumes = [self._header(image, label) for image, label in self.samples]
+        self._cached: tuple[int, Any, Any] | None = None
+        self._stats: dict[int, np.ndarray | None] = {}
+        axis_ = self.slicing.spatial_axis
+        if self.empty_slice_rate == 1.0:
+            self._slices = [(v, s) for v, volume in enumerate(self.volumes) for s in range(volume.shape[axis_])]
+            self._empty: list[tuple[int, int]] = []
+        else:
+            self._slices, self._empty = self._split_by_foreground()
+        self._num_empty = round(self.empty_slice_rate * len(self._empty))
+
+    def _header(self, image_path: Path, label_path: Path) -> _Volume:
+        image = load_nifti(image_path)
+        spacing = voxel_spacing(image.affine)
+        first, second = self.slicing.in_plane_axes()
+        step = spacing[self.slicing.spatial_axis]
+        return _Volume(
+            image_path, label_path, nifti_stem(image_path), image.shape, (spacing[first], spacing[second], step)
+        )
+
+    def _split_by_foreground(self) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """Slices with a foreground voxel, and slices without, reading each label volume once."""
+        full, empty = [], []
+        others = self.slicing.in_plane_axes()
+        for v, volume in enumerate(self.volumes):
+            label = load_nifti(volume.label, "label")
+            self._check_shapes(volume, label)
+            values = _label_indices(np.asarray(volume_data(label, volume.label, "label")), volume.label)
+            if values.ndim == 4:
+                values = values[..., 0]
+            has_foreground = ((values != 0) & (values != self.ignore_index)).any(axis=others)
+            for s, flag in enumerate(has_foreground):
+                (full if flag else empty).append((v, s))
+        return full, empty
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_cached"] = None  # a decoded volume is not shipped to data-loader workers
+        return state
+
+    def __len__(self) -> int:
+        return len(self._slices) + self._num_empty
+
+    @property
+    def modalities(self) -> int:
+        """Channels per slice in the image volumes (4-D volumes hold several MR sequences)."""
+        shape = self.volumes[0].shape
+        return shape[3] if len(shape) == 4 else 1
+
+    @property
+    def channels_per_band(self) -> int:
+        """Input channels per modality: the slice and its context slices (per-band statistics repeat this often)."""
+        return self.slicing.channels(1)
+
+    def describe(self) -> str:
+        """A line for the run log: volumes, slices and channels."""
+        slices = f"{len(self)} slices"
+        if self._num_empty or self._empty:
+            slices += f" ({len(self._slices)} with foreground + {self._num_empty} of {len(self._empty)} without)"
+        return (
+            f"{type(self).__name__}: {len(self.volumes)} volumes, {slices} along axis {self.slicing.spatial_axis}, "
+            f"{self.slicing.channels(self.modalities)} channels ({self.slicing.modality})"
+        )
+
+    def _locate(self, index: int) -> tuple[int, int]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} slices")
+        if index < len(self._slices):
+            return self._slices[index]
+        return self._empty[int(torch.randint(len(self._empty), ()).item())]
+
+    def _check_shapes(self, volume: _Volume, label: nib.Nifti1Image) -> None:
+        spatial = tuple(label.shape[:3])
+        if label.ndim == 4 and label.shape[3] != 1:
+            raise DatasetError(f"label volume {volume.label} is 4-D {label.shape}; expected one label map")
+        if spatial != tuple(volume.shape[:3]):
+            raise DatasetError(
+                f"label volume {volume.label} has shape {spatial} but its image {volume.image} has "
+                f"{tuple(volume.shape[:3])}"
+            )
+
+    def _volume(self, v: int) -> tuple[Any, Any]:
+        """Image and label data of volume ``v``: the one cached volume, or loaded in its place."""
+        if self._cached is None or self._cached[0] != v:
+            volume = self.volumes[v]
+            self._cached = None
+            image = load_nifti(volume.image)
+            label = load_nifti(volume.label, "label")
+            self._check_shapes(volume, label)
+            self._cached = (v, volume_data(image, volume.image), volume_data(label, volume.label, "label"))
+        return self._cached[1], self._cached[2]
+
+    def _statistics(self, v: int, data: Any) -> np.ndarray | None:
+        if v not in self._stats:
+            self._stats[v] = self.slicing.statistics(data)
+        return self._stats[v]
+
+    def _mask(self, v: int, s: int, label_data: Any) -> np.ndarray:
+        volume = self.volumes[v]
+        values = self.slicing.label_slice(label_data, s, path=volume.label)
+        if values.ndim == 3:
+            values = values[..., 0]
+        values = _label_indices(values, volume.label)
+        check_label_values(values, self.num_classes, self.ignore_index, volume.label)
+        return _compact(values)
+
+    def read_mask(self, index: int) -> np.ndarray:
+        """Class indices of slice ``index`` as H×W int64, unaugmented (for class statistics)."""
+        v, s = self._locate(index)
+        return self._mask(v, s, self._volume(v)[1]).astype(np.int64)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        v, s = self._locate(index)
+        volume = self.volumes[v]
+        image_data, label_data = self._volume(v)
+        image = self.slicing.stack(image_data, s, self._statistics(v, image_data), path=volume.image)
+        mask = self._mask(v, s, label_data)
+        out = self.pipeline(image=image, mask=mask)
+        return {
+            "image": image_to_tensor(out["image"]),
+            "mask": mask_to_tensor(out["mask"]),
+            "meta": {
+                "path": str(volume.image),
+                "mask_path": str(volume.label),
+                "volume": volume.name,
+                "slice": s,
+                "num_slices": volume.shape[self.slicing.spatial_axis],
+                "axis": self.slicing.spatial_axis,
+                "spacing": volume.spacing,
+                "ori_shape": tuple(image.shape[:2]),
+            },
+        }
+
+    def iter_volumes(self) -> Iterator[tuple[_Volume, Any, np.ndarray | None]]:
+        """Each image volume's data and statistics in turn (one in memory at a time)."""
+        for v, volume in enumerate(self.volumes):
+            data = volume_data(load_nifti(volume.image), volume.image)
+            yield volume, data, self._statistics(v, data)
+
+    def band_values(self) -> Iterator[np.ndarray]:
+        """N×M arrays of every voxel's values after the intensity handling (M modalities), for per-band statistics
+        of what the pipeline's ``Normalize`` sees."""
+        for _, data, stats in self.iter_volumes():
+            for start in range(0, data.shape[2], _STATS_CHUNK):
+                chunk = np.asarray(data[:, :, start : start + _STATS_CHUNK])
+                modalities = chunk.shape[3] if chunk.ndim == 4 else 1
+                yield self.slicing.normalise(chunk.reshape(-1, modalities), stats)
+
+    def _check_affine(self, volume: _Volume, image: nib.Nifti1Image, label: nib.Nifti1Image) -> None:
+        difference = np.abs(np.asarray(image.affine) - np.asarray(label.affine))
+        if difference.max() > self.affine_tolerance:
+            row, col = np.unravel_index(int(difference.argmax()), difference.shape)
+            raise DatasetError(
+                f"label volume {volume.label} is not aligned with its image {volume.image}: their affines differ by "
+                f"{difference.max():.4g} (tolerance {self.affine_tolerance:g}) at [{row}, {col}]: "
+                f"{label.affine[row, col]:.6g} vs {image.affine[row, col]:.6g}"
+            )
+
+    def check(self, *, on_problem: ProblemHandler | None = None, channels: int | None = None) -> DatasetSummary:
+        """Read every volume pair: unreadable or truncated files, a label volume whose shape or affine differs from
+        its image's (beyond ``affine_tolerance``), label values outside the classes, and slices (as the pipeline
+        gets them) whose channels are not ``channels`` or that are smaller than the pipeline's crop."""
+        checker = FileChecker(pipeline=self.pipeline, channels=channels, on_problem=on_problem)
+        counts = np.zeros(self.num_classes, dtype=np.int64)
+        ignored = 0
+        for v, volume in enumerate(self.volumes):
+            with checker.sample(volume.image):
+                image = load_nifti(volume.image)
+                label = load_nifti(volume.label, "label")
+                self._check_shapes(volume, label)
+                self._check_affine(volume, image, label)
+                values = _label_indices(np.asarray(volume_data(label, volume.label, "label")), volume.label)
+                counts += check_label_values(values, self.num_classes, self.ignore_index, volume.label)
+                ignored += int(np.count_nonzero(values == self.ignore_index))
+                data = volume_data(image, volume.image)
+                if not _compressed(volume.image):  # read it all: a truncated file fails here, not in training
+                    for start in range(0, volume.shape[2], _STATS_CHUNK):
+                        _read(
+                            data, (slice(None), slice(None), slice(start, start + _STATS_CHUNK)), volume.image, "image"
+                        )
+                middle = volume.shape[self.slicing.spatial_axis] // 2
+                checker.image(
+                    volume.image, self.slicing.stack(data, middle, self._statistics(v, data), path=volume.image)
+                )
+        return checker.summary(len(self.volumes), self.classes, counts, unit="voxels", ignored=ignored)
+
+
+def _pair_volumes(
+    img_dir: Path, label_dir: Path, img_suffix: str | None, label_suffix: str | None
+) -> list[tuple[Path, Path]]:
+    """Image and label volumes matched by name (without ``img_suffix``/``label_suffix``; default ``.nii.gz`` or
+    ``.nii``); an image without a label is an error naming it."""
+
+    def by_name(folder: Path, suffix: str | None, what: str) -> dict[str, Path]:
+        if not folder.is_dir():
+            raise DatasetError(f"{what} folder {folder} not found")
+        suffixes = NIFTI_SUFFIXES if suffix is None else (suffix,)
+        files, _ = list_files(folder, suffixes)
+        found: dict[str, Path] = {}
+        for path in files:
+            name = path.name[: -len(suffix)] if suffix is not None else nifti_stem(path)
+            if name in found:
+                raise DatasetError(f"two volumes in {folder} share the name {name!r}: {found[name].name}, {path.name}")
+            found[name] = path
+        return found
+
+    images = by_name(img_dir, img_suffix, "image")
+    if not images:
+        raise DatasetError(f"no NIfTI volumes ({img_suffix or ', '.join(NIFTI_SUFFIXES)}) in {img_dir}")
+    labels = by_name(label_dir, label_suffix, "label")
+    unmatched = [str(path) for name, path in images.items() if name not in labels]
+    if unmatched:
+        raise DatasetError(
+            f"{len(unmatched)} image volume(s) have no label volume of the same name in {label_dir}: "
+            f"{', '.join(unmatched[:5])}{' ...' if len(unmatched) > 5 else ''}"
+        )
+    return [(images[name], labels[name]) for name in images]
+
+
+@DATASETS.register_module()
+class NiftiFolderDataset(NiftiSliceDataset):
+    """Image volumes in ``img_dir`` with label volumes of the same name in ``label_dir`` (``img_suffix`` e.g.
+    ``'_0000.nii.gz'`` for nnU-Net's image names); see ``NiftiSliceDataset`` for the slicing arguments."""
+
+    def __init__(
+        self,
+        img_dir: str | Path,
+        label_dir: str | Path,
+        classes: Sequence[str],
+        palette: Sequence[Colour] | None = None,
+        ignore_index: int = 255,
+        pipeline: Sequence[Mapping[str, Any]] | Callable[..., dict] | None = None,
+        *,
+        img_suffix: str | None = None,
+        label_suffix: str | None = None,
+        modality: str = "CT",
+        **slicing: Any,
+    ) -> None:
+        samples = _pair_volumes(Path(img_dir), Path(label_dir), img_suffix, label_suffix)
+        super().__init__(
+            samples,
+            classes=classes,
+            palette=palette,
+            ignore_index=ignore_index,
+            pipeline=pipeline,
+            modality=modality,
+            **slicing,
+        )
+
+
+DECATHLON_SPLITS = ("train", "val", "trainval", "test")
+
+
+def _decathlon_classes(labels: Any, path: Path) -> tuple[str, ...]:
+    """Class names by index from ``labels``: ``{"0": "background", ...}`` (MSD) or ``{"background": 0, ...}``
+    (nnU-Net v2); indices must run 0..K-1."""
+    if not isinstance(labels, Mapping) or not labels:
+        raise DatasetError(f"{path} has no 'labels' mapping of label values to names")
+    if all(str(key).isdigit() for key in labels):
+        by_index = {int(key): str(name) for key, name in labels.items()}
+    elif all(isinstance(value, int) for value in labels.values()):
+        by_index = {int(value): str(name) for name, value in labels.items()}
+    else:
+        raise DatasetError(f"{path}: cannot read 'labels' {dict(labels)} (region labels are not supported)")
+    if sorted(by_index) != list(range(len(by_index))):
+        raise DatasetError(f"{path}: label values {sorted(by_index)} are not 0..{len(by_index) - 1}")
+    return tuple(by_index[i] for i in range(len(by_index)))
+
+
+def _decathlon_modality(modality: Any, path: Path) -> str:
+    """``'CT'`` when every channel is CT, ``'MR'`` when none is (nnU-Net's rule: z-score all but CT)."""
+    names = [str(v) for v in modality.values()] if isinstance(modality, Mapping) else []
+    if not names:
+        raise DatasetError(f"{path} has no 'modality'; set modality='CT' or 'MR' in the dataset config")
+    is_ct = [name.upper() == "CT" for name in names]
+    if all(is_ct):
+        return "CT"
+    if not any(is_ct):
+        return "MR"
+    raise ConfigError(f"{path} mixes CT with other modalities {names}; set modality in the dataset config")
+
+
+def _decathlon_cases(root: Path, entries: Any, key: str, path: Path) -> list[tuple[Path, Path | None]]:
+    """``(image, label)`` paths of the ``training`` or ``test`` list (test entries are image paths; their labels are
+    looked up in ``labelsTs/``)."""
+    if not isinstance(entries, list):
+        raise DatasetError(f"{path} has no '{key}' list")
+    cases: list[tuple[Path, Path | None]] = []
+    for entry in entries:
+        image = entry.get("image") if isinstance(entry, Mapping) else entry
+        label = entry.get("label") if isinstance(entry, Mapping) else None
+        if not isinstance(image, str):
+            raise DatasetError(f"{path}: entry {entry!r} of '{key}' names no image")
+        image_path = (root / image).resolve()
+        if label is None:
+            candidate = root / "labelsTs" / image_path.name
+            label_path = candidate if candidate.is_file() else None
+        else:
+            label_path = (root / label).resolve()
+        cases.append((image_path, label_path))
+    return cases
+
+
+def validation_cases(names: Sequence[str], fraction: float, seed: int) -> set[str]:
+    """The names held out for validation: ``round(fraction × n)`` of them (at least one when the fraction is
+    positive and there are two cases or more, never all), chosen by a seeded permutation of the sorted names."""
+    if not 0 <= fraction < 1:
+        raise ConfigError(f"val_fraction must be in [0, 1), got {fraction}")
+    ordered = sorted(names)
+    count = min(max(round(fraction * len(ordered)), 1 if fraction > 0 else 0), max(len(ordered) - 1, 0))
+    order = np.random.default_rng(seed).permutation(len(ordered))
+    return {ordered[i] for i in order[:count]}
+
+
+@DATASETS.register_module()
+class DecathlonDataset(NiftiSliceDataset):
+    """A Medical Segmentation Decathlon task folder: ``root/dataset.json``, ``imagesTr/``, ``labelsTr/``.
+
+    Classes come from ``dataset.json``'s ``labels``; the intensity handling from its ``modality`` (CT, else MR
+    z-scoring) unless ``modality`` is given. ``split``: ``'train'`` and ``'val'`` divide the ``training`` cases
+    (``val_fraction`` of them, chosen with ``split_seed``), ``'trainval'`` takes them all, ``'test'`` the ``test``
+    cases whose labels are in ``labelsTs/`` (the challenge withholds them; generated sets have them).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        pipeline: Sequence[Mapping[str, Any]] | Callable[..., dict] | None = None,
+        *,
+        val_fraction: float = 0.2,
+        split_seed: int = 0,
+        modality: str | None = None,
+        palette: Sequence[Colour] | None = None,
+        ignore_index: int = 255,
+        **slicing: Any,
+    ) -> None:
+        if split not in DECATHLON_SPLITS:
+            raise ConfigError(f"unknown Decathlon split {split!r}; expected one of {DECATHLON_SPLITS}")
+        self.root = Path(root)
+        self.split = split
+        description = read_decathlon_json(self.root)
+        path = self.root / "dataset.json"
+        classes = _decathlon_classes(description.get("labels"), path)
+        modality = modality or _decathlon_modality(description.get("modality"), path)
+        if split == "test":
+            cases = _decathlon_cases(self.root, description.get("test"), "test", path)
+            unlabelled = [str(image) for image, label in cases if label is None]
+            if unlabelled:
+                raise DatasetError(
+                    f"{len(unlabelled)} test volume(s) of {path} have no label in {self.root / 'labelsTs'} (e.g. "
+                    f"{unlabelled[0]}); the Decathlon withholds test labels: evaluate on split='val'"
+                )
+        else:
+            cases = _decathlon_cases(self.root, description.get("training"), "training", path)
+            held_out = validation_cases([nifti_stem(image) for image, _ in cases], val_fraction, split_seed)
+            if split != "trainval":
+                cases = [case for case in cases if (nifti_stem(case[0]) in held_out) == (split == "val")]
+            if not cases:
+                raise DatasetError(f"no {split} cases in {path} with val_fraction={val_fraction}")
+        missing = [str(p) for case in cases for p in case if p is not None and not p.is_file()]
+        if missing:
+            raise DatasetError(
+                f"{len(missing)} volume(s) listed in {path} are missing: {', '.join(missing[:3])}"
+                f"{' ...' if len(missing) > 3 else ''}"
+            )
+        super().__init__(
+            [(image, label) for image, label in cases if label is not None],
+            classes=classes,
+            palette=palette,
+            ignore_index=ignore_index,
+            pipeline=pipeline,
+            modality=modality,
+            **slicing,
+        )
+
+    def describe(self) -> str:
+        return f"{self.root} split {self.split!r}: {super().describe()}"
+
+
+def read_decathlon_json(root: str | Path) -> dict[str, Any]:
+    """``root/dataset.json`` of a Decathlon task; missing or unreadable, a ``DatasetError`` saying what is expected."""
+    path = Path(root) / "dataset.json"
+    if not path.is_file():
+        raise DatasetError(
+            f"Decathlon task not found: {path} is missing (expected {root}/dataset.json, imagesTr/ and labelsTr/ "
+            "as extracted from a Medical Segmentation Decathlon Task*.tar)"
+        )
+    try:
+        description = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise DatasetError(f"cannot read {path}: {err}") from err
+    if not isinstance(description, dict):
+        raise DatasetError(f"{path} does not hold a JSON object")
+    return description
+
+
+def slicing_from_config(dataset_cfg: Mapping[str, Any]) -> VolumeSlicing:
+    """The ``VolumeSlicing`` a NIfTI dataset config trains with (its ``axis``, ``context``, ``modality`` and
+    ``window``; a Decathlon config without ``modality`` takes it from its ``dataset.json``), for prediction."""
+    keys = ("axis", "context", "window")
+    options = {key: dataset_cfg[key] for key in keys if dataset_cfg.get(key) is not None}
+    modality = dataset_cfg.get("modality")
+    if modality is None and dataset_cfg.get("root") is not None:
+        root = Path(dataset_cfg["root"])
+        modality = _decathlon_modality(read_decathlon_json(root).get("modality"), root / "dataset.json")
+    if "window" in options:
+        options["window"] = tuple(options["window"])
+    return VolumeSlicing(modality=modality or "CT", **options)
