@@ -1,10 +1,11 @@
-# A satellite-style mask-folder dataset (4-band 16-bit GeoTIFF tiles + index-PNG masks, 5 classes, 255 = unlabelled)
-# with FC-DenseNet67 taking 4 input bands; Tiramisu optimiser, Dice + cross-entropy loss.
-# Data: data/satellite/{images,masks}/{train,val,test}/ (see configs/_base_/datasets/mask_folder_example.py).
+# Georeferenced satellite scenes (4-band 16-bit GeoTIFFs + label rasters, 5 classes, 255 = unlabelled), trained on
+# random windows read from whole scenes, with FC-DenseNet67 taking 4 input bands; Tiramisu optimiser, Dice +
+# cross-entropy loss. Data: data/satellite/{scenes,labels}/{train,val,test}/ (see _base_/datasets/raster_scenes.py;
+# _base_/datasets/mask_folder_example.py is the layout for scenes already cut into tiles).
 _base_ = [
     "_base_/default_runtime.py",
     "_base_/models/fcdensenet67.py",
-    "_base_/datasets/mask_folder_example.py",
+    "_base_/datasets/raster_scenes.py",
     "_base_/schedules/tiramisu_camvid.py",
 ]
 network.update(num_classes=len(classes), in_chans=4)

@@ -43,6 +43,7 @@ from densevision.data.io import (
     write_colour_mask,
     write_mask_png,
 )
+from densevision.data.medical import NIFTI_SUFFIXES, nifti_stem
 from densevision.engine.checkpoint import load_model_weights
 from densevision.registry import DATASETS, PREDICTORS, TASKS, ConfigError
 
@@ -70,6 +71,7 @@ _TILE_WINDOWS = ("uniform", "hann")
 SEGMENTATION_OUTPUTS = ("mask", "color", "overlay")  # <stem>_<kind>.png
 PREDICTIONS_CSV = "predictions.csv"
 DETECTION_RESULTS = "results.json"
+INPUT_SUFFIXES = (*IMAGE_EXTENSIONS, *NIFTI_SUFFIXES)
 MIN_DRAWN_SIZE = 256  # pixels on the short side of a drawn detection image
 DEFAULT_MAX_PIXELS = 1024 * 1024  # larger images are predicted in tiles unless a tile size is given
 AUTO_TILE_SIZE = 512  # the tile size chosen then: bounded activations, enough context for a 5-pooling FC-DenseNet
@@ -133,6 +135,16 @@ def _dataset_attribute(cfg: Mapping[str, Any], name: str) -> Sequence | None:
         kind = DATASETS.get(kind) if kind in DATASETS else None
     value = inspect.getattr_static(kind, name, None) if inspect.isclass(kind) else None
     return value if isinstance(value, Sequence) and not isinstance(value, str) else None
+
+
+def _dataset_prediction_options(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """What the config's dataset class says a predictor needs for whole files (``prediction_options``: a volume's
+    slicing, a scene's bands), so the predictor prepares them as training did."""
+    dataset = _dataset_cfg(cfg)
+    kind = dataset.get("type") if dataset is not None else None
+    kind = DATASETS.get(kind) if isinstance(kind, str) and kind in DATASETS else kind
+    options = getattr(kind, "prediction_options", None)
+    return dict(options(dataset)) if callable(options) else {}
 
 
 def _metainfo(cfg: Mapping[str, Any], checkpoint_meta: Mapping[str, Any], name: str) -> Sequence | None:
@@ -265,6 +277,11 @@ class Predictor:
         """Close what covers every image (a CSV written as results came, a results JSON); returns those files."""
         return []
 
+    def predict_file(self, path: Path, out_dir: Path) -> list[Path] | None:
+        """Predict a file that is not read as one image (a volume, a scene larger than memory) and write its results;
+        ``None`` when ``path`` is an ordinary image, which ``infer_files`` reads and passes to ``predict``."""
+        return None
+
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
         """This predictor's options for tools/infer.py."""
@@ -293,7 +310,9 @@ class Predictor:
                 )
             predictor_cls = cls
         task, meta = _load_task(cfg, checkpoint, device)
-        arguments = {**predictor_cls._config_arguments(cfg, task, meta), **options}
+        arguments = predictor_cls._config_arguments(cfg, task, meta)
+        # An option left unset (None) keeps what the config gives (a raster dataset's window as the tile size).
+        arguments.update({key: value for key, value in options.items() if value is not None or key not in arguments})
         return predictor_cls(task, device=device, **arguments)
 
     @classmethod
@@ -373,6 +392,9 @@ class SegmentationPredictor(Predictor):
         batch_size: int = 4,
         size_divisor: int | None = None,
         overlay_alpha: float = 0.5,
+        volume_slicing: Any | None = None,
+        georeferenced: bool = False,
+        bands: Sequence[int] | None = None,
         device: str | torch.device = "cpu",
     ) -> None:
         super().__init__(
@@ -384,6 +406,9 @@ class SegmentationPredictor(Predictor):
             max_pixel_value=max_pixel_value,
             device=device,
         )
+        self.volume_slicing = volume_slicing
+        self.georeferenced = georeferenced
+        self.bands = tuple(bands) if bands is not None else None
         palette = default_palette(self.num_classes) if palette is None else palette
         self.palette = [tuple(int(c) for c in colour) for colour in palette]
         if len(self.palette) < self.num_classes:
@@ -410,7 +435,39 @@ class SegmentationPredictor(Predictor):
 
     @classmethod
     def _config_arguments(cls, cfg: Mapping[str, Any], task: nn.Module, meta: Mapping[str, Any]) -> dict[str, Any]:
-        return {**super()._config_arguments(cfg, task, meta), "palette": _metainfo(cfg, meta, "palette")}
+        return {
+            **super()._config_arguments(cfg, task, meta),
+            "palette": _metainfo(cfg, meta, "palette"),
+            **_dataset_prediction_options(cfg),
+        }
+
+    def predict_file(self, path: Path, out_dir: Path) -> list[Path] | None:
+        """Whole NIfTI volumes (slice by slice, as the config's dataset slices them; a label volume with the scan's
+        affine and header) and, for a config trained on georeferenced scenes, GeoTIFF scenes of any size (streamed
+        block by block; label and colour rasters with the scene's CRS and transform). Other files: ``None``."""
+        name = path.name.lower()
+        if name.endswith(NIFTI_SUFFIXES):
+            from densevision.spatial import predict_nifti
+
+            if self.volume_slicing is None:
+                raise ConfigError(
+                    f"{path} is a NIfTI volume but the config does not train on volumes (its dataset has no slicing)"
+                )
+            out = out_dir / f"{nifti_stem(path)}_mask.nii.gz"
+            return [predict_nifti(path, self.predict_probs, out, slicing=self.volume_slicing, to_tensor=self.to_tensor)]
+        if self.georeferenced and name.endswith((".tif", ".tiff")):
+            from densevision.spatial import predict_geotiff
+
+            return predict_geotiff(
+                path,
+                self.predict_probs,
+                out_dir / f"{path.stem}_mask.tif",
+                bands=self.bands,
+                to_tensor=self.to_tensor,
+                colour_path=out_dir / f"{path.stem}_color.tif",
+                palette=self.palette,
+            )
+        return None
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -736,12 +793,12 @@ def find_images(pattern: str | os.PathLike) -> list[Path]:
     if path.is_file():
         return [path]
     if path.is_dir():
-        found = list_files(path)[0]
+        found = list_files(path, INPUT_SUFFIXES)[0]
         if not found:
-            raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {path}")
+            raise FileNotFoundError(f"no images ({', '.join(INPUT_SUFFIXES)}) in folder {path}")
         return found
     found = [Path(p) for p in glob.glob(str(pattern), recursive=True)]  # glob already skips names starting with "."
-    found = [p for p in found if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    found = [p for p in found if p.is_file() and p.name.lower().endswith(INPUT_SUFFIXES)]
     if not found:
         raise FileNotFoundError(f"no image file matched {str(pattern)!r} (a file, a folder or a glob pattern)")
     return sorted(found)
@@ -825,11 +882,15 @@ def infer_files(
     try:
         for path in progress(paths):
             try:
-                image = read_image(path)
+                files = predictor.predict_file(path, out)
+                if files is None:
+                    image = read_image(path)
             except DatasetError as err:
                 report.failed.append((path, str(err)))
                 continue
-            report.written += predictor.write(path, image, predictor.predict(image), out)
+            if files is None:
+                files = predictor.write(path, image, predictor.predict(image), out)
+            report.written += files
     finally:
         report.written += predictor.finish(out)
     return report

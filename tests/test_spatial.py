@@ -131,15 +131,18 @@ def test_label_raster_keeps_crs_transform_and_is_a_tiled_compressed_uint8(tmp_pa
     assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == ["area_colour.tif", "area_label.tif"]
 
 
-def test_scene_bands_are_selected_for_the_model(tmp_path):
+def test_the_model_sees_selected_bands_and_one_block_with_its_halo_at_a_time(tmp_path):
     scene_pair(tmp_path)
     seen = []
 
     def predict_probs(image):
-        seen.append(image.shape[0])
+        seen.append(tuple(image.shape))
         return torch.zeros(2, *image.shape[1:])
 
-    predict_geotiff(tmp_path / "scenes" / "area.tif", predict_probs, tmp_path / "l.tif", bands=(3, 1), block_size=64)
-    assert seen == [2]
+    predict_geotiff(
+        tmp_path / "scenes" / "area.tif", predict_probs, tmp_path / "l.tif", bands=(3, 1), block_size=16, halo=4
+    )
+    assert len(seen) == 3 * 4 and {shape[0] for shape in seen} == {2}  # one call per 16x16 block of the 40x50 scene
+    assert max(shape[1] for shape in seen) == max(shape[2] for shape in seen) == 16 + 2 * 4  # never the scene
     with pytest.raises(ConfigError, match="block_size"):
         predict_geotiff(tmp_path / "scenes" / "area.tif", predict_probs, tmp_path / "l.tif", block_size=0)

@@ -7,7 +7,10 @@ from densevision.data import (  # noqa: F401
     detection_transforms,
     image_folder,
     mask_folder,
+    medical,
+    raster,
     shapes,
+    synthetic,
     transforms,
     voc,
 )

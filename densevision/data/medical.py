@@ -427,6 +427,11 @@ class NiftiSliceDataset(SegmentationDataset):
                 f"{label.affine[row, col]:.6g} vs {image.affine[row, col]:.6g}"
             )
 
+    @classmethod
+    def prediction_options(cls, dataset_cfg: Mapping[str, Any]) -> dict[str, Any]:
+        """What a predictor needs to prepare whole volumes as this config trains on them (tools/infer.py)."""
+        return {"volume_slicing": slicing_from_config(dataset_cfg)}
+
     def check(self, *, on_problem: ProblemHandler | None = None, channels: int | None = None) -> DatasetSummary:
         """Read every volume pair: unreadable or truncated files, a label volume whose shape or affine differs from
         its image's (beyond ``affine_tolerance``), label values outside the classes, and slices (as the pipeline

@@ -330,6 +330,17 @@ class RasterWindowDataset(SegmentationDataset):
                     image, valid = read_scene_window(src, window, bands, path=scene.path)
                     yield image[valid]
 
+    @classmethod
+    def prediction_options(cls, dataset_cfg: Mapping[str, Any]) -> dict[str, Any]:
+        """What a predictor needs for whole scenes as this config trains on them (tools/infer.py): the bands, in order,
+        and tiles of the training window's size."""
+        bands = dataset_cfg.get("bands")
+        return {
+            "georeferenced": True,
+            "bands": tuple(bands) if bands is not None else None,
+            "tile_size": _as_size(dataset_cfg.get("window_size", 256), "window_size"),
+        }
+
     def check(self, *, on_problem: ProblemHandler | None = None, channels: int | None = None) -> DatasetSummary:
         """Read every scene and label raster block by block: unreadable or truncated files, pairs that differ in
         size, CRS or geotransform, label values outside the classes; windows (as the pipeline gets them) whose

@@ -1,3 +1,3 @@
 """Metrics; importing this package registers them."""
 
-from densevision.evaluation import classification, detection, segmentation  # noqa: F401
+from densevision.evaluation import classification, detection, segmentation, volume  # noqa: F401

@@ -189,9 +189,7 @@ class _NormActConv(torch.autograd.Function):
         if _fused_norm_act(layer):
             norm = layer.norm1
             mean, var, ctx.batch_statistics = _norm1_statistics(norm, shared)
-            act = torch.batch_norm(
-                concat, norm.weight, norm.bias, mean, var, False, 0.0, norm.eps, torch.backends.cudnn.enabled
-            ).relu_()
+            act = _normalize(norm, concat, mean, var).relu_()
         else:
             act = layer.relu1(layer.norm1(concat))
         out = layer.conv1(act)
@@ -218,9 +216,7 @@ class _NormActConv(torch.autograd.Function):
                 mean, var = ctx.shared.batch_statistics(concat.shape[1])
             else:
                 mean, var = norm.running_mean, norm.running_var
-            act = torch.batch_norm(
-                x, norm.weight, norm.bias, mean, var, False, 0.0, norm.eps, torch.backends.cudnn.enabled
-            ).relu_()
+            act = _normalize(norm, x, mean, var).relu_()
             grad_act, grad_weight, grad_bias = _conv_backward(conv, grad_out, act, ctx.conv_dtype, needs_conv)
             grad_x, *norm_grads = torch.ops.aten.native_batch_norm_backward(
                 torch.ops.aten.threshold_backward(grad_act.to(act.dtype), act, 0),
@@ -232,8 +228,9 @@ class _NormActConv(torch.autograd.Function):
                 torch.rsqrt(var + norm.eps),
                 ctx.batch_statistics,
                 norm.eps,
-                [needs_features, *needs_norm],
+                [needs_features, *(needs_norm or (False, False))],
             )
+            norm_grads = norm_grads[: len(norm_params)]  # none without affine parameters
         else:
             # norm1's backward reads the running statistics it was given: restore them only after it ran.
             with torch.enable_grad(), _running_stats_frozen(norm), _no_saved_tensors_hooks():
@@ -247,6 +244,11 @@ class _NormActConv(torch.autograd.Function):
         feature_grads = grad_x.split(ctx.split, 1) if grad_x is not None else (None,) * num_features
         conv_grads = (grad_weight, grad_bias)[: len(needs_conv)]
         return None, None, None, *feature_grads, *norm_grads, *conv_grads
+
+
+def _normalize(norm: nn.BatchNorm2d, x: Tensor, mean: Tensor, var: Tensor) -> Tensor:
+    """``norm(x)`` with the given statistics, leaving the running statistics alone."""
+    return torch.batch_norm(x, norm.weight, norm.bias, mean, var, False, 0.0, norm.eps, torch.backends.cudnn.enabled)
 
 
 def _conv_backward(

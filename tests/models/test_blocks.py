@@ -1,3 +1,5 @@
+import functools
+
 import pytest
 import torch
 from torch import nn
@@ -61,10 +63,20 @@ def _step(block: DenseBlock, x: torch.Tensor, seed: int) -> tuple[torch.Tensor, 
     return out.detach(), [p.grad for p in block.parameters()], x.grad
 
 
+# BatchNorm2d + ReLU run from cached batch statistics with explicit kernels; any other norm or activation is run again
+# as a module in backward.
+NORM_ACT = {
+    "batchnorm-relu": {},
+    "batchnorm-no-affine-cumulative": dict(norm_layer=functools.partial(nn.BatchNorm2d, affine=False, momentum=None)),
+    "groupnorm-silu": dict(norm_layer=lambda channels: nn.GroupNorm(2, channels), act_layer=nn.SiLU),
+}
+
+
+@pytest.mark.parametrize("norm_act", list(NORM_ACT))
 @pytest.mark.parametrize("train", [True, False])
 @pytest.mark.parametrize("bottleneck_width", [4, None])
-def test_memory_efficient_matches_plain_outputs_and_gradients(train, bottleneck_width):
-    options = dict(drop_rate=0.3, bottleneck_width=bottleneck_width)
+def test_memory_efficient_matches_plain_outputs_and_gradients(train, bottleneck_width, norm_act):
+    options = dict(drop_rate=0.3, bottleneck_width=bottleneck_width, **NORM_ACT[norm_act])
     plain = _block(memory_efficient=False, **options).train(train)
     efficient = _block(memory_efficient=True, **options).train(train)
     efficient.load_state_dict(plain.state_dict())
@@ -81,6 +93,27 @@ def test_memory_efficient_matches_plain_outputs_and_gradients(train, bottleneck_
         torch.testing.assert_close(grad_efficient, grad_plain, rtol=0, atol=1e-12)
     if train:  # dropout really ran: some outputs are exactly zero in both, at the same places
         assert (out_plain == 0).sum() > 0
+    for (name, buf_efficient), (_, buf_plain) in zip(efficient.named_buffers(), plain.named_buffers(), strict=True):
+        torch.testing.assert_close(buf_efficient, buf_plain, rtol=0, atol=1e-12, msg=name)
+
+
+def test_memory_efficient_matches_plain_under_bfloat16_autocast():
+    """conv1 runs in bfloat16 under CPU autocast; backward must differentiate it in the same precision."""
+    plain = DenseBlock(3, 6, 4, drop_rate=0.0).train()
+    efficient = DenseBlock(3, 6, 4, memory_efficient=True).train()
+    efficient.load_state_dict(plain.state_dict())
+    x = torch.randn(3, 6, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        (out_plain, grads_plain, x_grad_plain), (out_efficient, grads_efficient, x_grad_efficient) = (
+            _step(plain, x, seed=0),
+            _step(efficient, x, seed=0),
+        )
+    assert out_efficient.dtype == out_plain.dtype
+    torch.testing.assert_close(out_efficient, out_plain, rtol=0.02, atol=0.02)
+    torch.testing.assert_close(x_grad_efficient, x_grad_plain, rtol=0.05, atol=0.05)
+    for grad_efficient, grad_plain in zip(grads_efficient, grads_plain, strict=True):
+        assert grad_efficient.dtype == torch.float32
+        torch.testing.assert_close(grad_efficient, grad_plain, rtol=0.05, atol=0.05)
 
 
 def test_memory_efficient_updates_running_stats_exactly_once():
