@@ -1,17 +1,7 @@
 # COCO 2017 for detection: train2017 (crowd boxes left out of the targets), val2017 evaluated with pycocotools'
 # COCOeval (AP@[.5:.95], AP50, AP75, APs/m/l, AR). Layout: data/coco/{annotations/instances_*.json,train2017,val2017}.
+_base_ = ["ssd_augmentation.py"]
 data_root = "data/coco"
-image_size = 300
-normalize = dict(type="Normalize", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
-train_pipeline = [
-    dict(type="PhotometricDistort"),
-    dict(type="Expand", fill=(123.675, 116.28, 103.53), max_ratio=4.0, p=0.5),
-    dict(type="MinIoURandomCrop"),
-    dict(type="Resize", height=image_size, width=image_size),
-    dict(type="HorizontalFlip", p=0.5),
-    normalize,
-]
-test_pipeline = [dict(type="Resize", height=image_size, width=image_size), normalize]
 train_dataset = dict(
     type="CocoDetection",
     ann_file=f"{data_root}/annotations/instances_train2017.json",

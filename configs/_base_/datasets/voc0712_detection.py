@@ -1,20 +1,9 @@
 # Pascal VOC for detection, the DSOD/SSD protocol: train on VOC2007 trainval + VOC2012 trainval (16,551 images,
 # difficult objects dropped from the targets), test on VOC2007 test (4,952 images, difficult objects kept and ignored
 # by the metric). Layout: data/VOCdevkit/VOC2007/{Annotations,JPEGImages,ImageSets/Main}/ and the same for VOC2012.
-# SSD augmentation: photometric distortion, zoom-out up to 4x filled with the mean, min-IoU random crop, resize to
-# 300x300, horizontal flip. Evaluation resizes to 300x300 and maps boxes back to each image's own pixels.
+# SSD augmentation from ssd_augmentation.py.
+_base_ = ["ssd_augmentation.py"]
 data_root = "data/VOCdevkit"
-image_size = 300
-normalize = dict(type="Normalize", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
-train_pipeline = [
-    dict(type="PhotometricDistort"),
-    dict(type="Expand", fill=(123.675, 116.28, 103.53), max_ratio=4.0, p=0.5),
-    dict(type="MinIoURandomCrop"),
-    dict(type="Resize", height=image_size, width=image_size),
-    dict(type="HorizontalFlip", p=0.5),
-    normalize,
-]
-test_pipeline = [dict(type="Resize", height=image_size, width=image_size), normalize]
 train_dataset = dict(
     type="VOCDetection", root=data_root, years=("2007", "2012"), split="trainval", pipeline=train_pipeline
 )
