@@ -33,7 +33,9 @@ optim_wrapper = dict(
     paramwise=dict(norm_decay_mult=0.0, bias_decay_mult=0.0),  # no weight decay on norm layers and biases
     accumulate_steps=1,  # step every k batches (and at the end of each epoch): k batches of n act as one of k*n
     clip_grad=None,  # or dict(max_norm=..., norm_type=2.0): clip the gradient norm before each step
-    amp=None,  # 'bf16' or 'fp16' (with a GradScaler): mixed precision on CUDA; ignored, with a log line, on CPU
+    # None, 'bf16' or 'fp16': the forward in autocast, losses in float32. bf16 on CUDA and on CPUs with native bf16
+    # (AVX512-BF16, AMX, Arm BF16; elsewhere float32 with a warning); fp16 (GradScaler) on CUDA, float32 on CPU.
+    amp=None,
 )
 # LR schedulers from torch.optim.lr_scheduler, chained (each multiplies the LR). by_epoch=True steps after every
 # epoch, False after every training iteration (batch); each runs on [begin, end) in those units, and a finite end

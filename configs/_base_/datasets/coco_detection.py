@@ -1,6 +1,6 @@
 # COCO 2017 for detection: train2017 (crowd boxes left out of the targets), val2017 evaluated with pycocotools'
 # COCOeval (AP@[.5:.95], AP50, AP75, APs/m/l, AR). Layout: data/coco/{annotations/instances_*.json,train2017,val2017}.
-_base_ = ["ssd_augmentation.py"]
+_base_ = ["../ssd_augmentation.py"]
 data_root = "data/coco"
 train_dataset = dict(
     type="CocoDetection",

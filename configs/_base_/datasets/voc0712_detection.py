@@ -1,8 +1,8 @@
 # Pascal VOC for detection, the DSOD/SSD protocol: train on VOC2007 trainval + VOC2012 trainval (16,551 images,
 # difficult objects dropped from the targets), test on VOC2007 test (4,952 images, difficult objects kept and ignored
 # by the metric). Layout: data/VOCdevkit/VOC2007/{Annotations,JPEGImages,ImageSets/Main}/ and the same for VOC2012.
-# SSD augmentation from ssd_augmentation.py.
-_base_ = ["ssd_augmentation.py"]
+# SSD augmentation from ../ssd_augmentation.py.
+_base_ = ["../ssd_augmentation.py"]
 data_root = "data/VOCdevkit"
 train_dataset = dict(
     type="VOCDetection", root=data_root, years=("2007", "2012"), split="trainval", pipeline=train_pipeline
