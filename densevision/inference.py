@@ -33,6 +33,7 @@ from torch import Tensor, nn
 # Importing densevision.data and densevision.models (as these do) registers the datasets, architectures and tasks;
 # densevision.engine.checkpoint does not load the training runner.
 import densevision.models  # noqa: F401
+from densevision.backends import CHECK_SIZE, onnx_cache_file, prepare_forward
 from densevision.data.base import default_palette
 from densevision.data.checks import DatasetError
 from densevision.data.io import (
@@ -59,6 +60,7 @@ __all__ = [
     "find_images",
     "overlay_mask",
     "infer_files",
+    "output_folder",
     "SEGMENTATION_OUTPUTS",
     "PREDICTIONS_CSV",
     "DETECTION_RESULTS",
@@ -224,6 +226,10 @@ class Predictor:
     Each task's predictor owns its results: ``predict(image)`` returns them, ``write`` saves one image's files and
     ``finish`` the files that cover every image (a CSV, a results JSON); ``add_arguments``/``options_from_args`` are
     its command-line options in tools/infer.py. The tool and ``infer_files`` know no task.
+
+    ``forward`` is the task's forward through the chosen backend (``backend``, ``precision``, ``compile``,
+    ``channels_last``, ``onnx_file``: ``densevision.backends.prepare_forward``); predictions, tiles included, go
+    through it, and the log says once what it runs.
     """
 
     def __init__(
@@ -236,6 +242,11 @@ class Predictor:
         classes: Sequence[str] | None = None,
         max_pixel_value: float = 255.0,
         device: str | torch.device = "cpu",
+        backend: str = "torch",
+        precision: str = "fp32",
+        compile: bool = False,
+        channels_last: bool | None = None,
+        onnx_file: str | os.PathLike | None = None,
     ) -> None:
         self.num_classes = int(num_classes)
         self.classes = tuple(classes) if classes is not None else tuple(str(i) for i in range(self.num_classes))
@@ -249,6 +260,21 @@ class Predictor:
             raise ConfigError(f"std must not be zero, got std={std}")
         self.mean = torch.as_tensor(mean_values, dtype=torch.float32, device=self.device)[:, None, None]
         self.std = torch.as_tensor(std_values, dtype=torch.float32, device=self.device)[:, None, None]
+        self.forward, self.backend = prepare_forward(
+            self.model,
+            device=self.device,
+            backend=backend,
+            precision=precision,
+            compile=compile,
+            channels_last=channels_last,
+            onnx_file=onnx_file,
+            check_size=self.onnx_check_size(),
+        )
+        logger.info("inference: %s", self.backend)
+
+    def onnx_check_size(self) -> tuple[int, int]:
+        """The (odd) input size an ONNX export is checked at before onnxruntime stands in for the task."""
+        return CHECK_SIZE
 
     def to_tensor(self, image: np.ndarray) -> Tensor:
         """An H×W (one band) or H×W×C image as a normalised C×H×W float32 tensor on the predictor's device."""
@@ -299,7 +325,8 @@ class Predictor:
 
         Normalisation comes from the test (else val, else train) pipeline's ``Normalize`` step; class names and
         palette from the dataset metainfo stored in the checkpoint. ``options`` override the predictor's other
-        arguments (``tile_size=512``, ``top_k=3``...).
+        arguments (``tile_size=512``, ``top_k=3``...) and choose the backend (``backend='auto'``, ``precision``,
+        ``compile``, ``channels_last``); an ONNX export is cached beside the checkpoint (``backends.onnx_cache_file``).
         """
         predictor_cls = predictor_class(cfg)
         if cls is not Predictor:
@@ -311,6 +338,8 @@ class Predictor:
             predictor_cls = cls
         task, meta = _load_task(cfg, checkpoint, device)
         arguments = predictor_cls._config_arguments(cfg, task, meta)
+        if options.get("backend", "torch") != "torch" and options.get("onnx_file") is None:
+            options["onnx_file"] = onnx_cache_file(checkpoint, cfg["model"])  # reused while the checkpoint is unchanged
         # An option left unset (None) keeps what the config gives (a raster dataset's window as the tile size).
         arguments.update({key: value for key, value in options.items() if value is not None or key not in arguments})
         return predictor_cls(task, device=device, **arguments)
@@ -396,7 +425,11 @@ class SegmentationPredictor(Predictor):
         georeferenced: bool = False,
         bands: Sequence[int] | None = None,
         device: str | torch.device = "cpu",
+        **backend_options: Any,
     ) -> None:
+        if size_divisor is not None and size_divisor < 1:
+            raise ConfigError(f"size_divisor must be a positive int or None, got {size_divisor}")
+        self.size_divisor = size_divisor  # before the backend is chosen: an ONNX check pads to it (onnx_check_size)
         super().__init__(
             model,
             mean=mean,
@@ -405,6 +438,7 @@ class SegmentationPredictor(Predictor):
             classes=classes,
             max_pixel_value=max_pixel_value,
             device=device,
+            **backend_options,
         )
         self.volume_slicing = volume_slicing
         self.georeferenced = georeferenced
@@ -426,9 +460,6 @@ class SegmentationPredictor(Predictor):
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
         self.batch_size = batch_size
-        if size_divisor is not None and size_divisor < 1:
-            raise ConfigError(f"size_divisor must be a positive int or None, got {size_divisor}")
-        self.size_divisor = size_divisor
         if not 0 <= overlay_alpha <= 1:
             raise ConfigError(f"overlay alpha must be in [0, 1], got {overlay_alpha}")
         self.overlay_alpha = float(overlay_alpha)
@@ -497,6 +528,11 @@ class SegmentationPredictor(Predictor):
             overlay_alpha=args.alpha,
         )
 
+    def onnx_check_size(self) -> tuple[int, int]:
+        """The odd check size, rounded up to ``size_divisor`` for models that need it."""
+        divisor = self.size_divisor or 1
+        return tuple(math.ceil(side / divisor) * divisor for side in CHECK_SIZE)
+
     def write(self, path: Path, image: np.ndarray, prediction: Mapping[str, Any], out_dir: Path) -> list[Path]:
         """``<stem>_mask.png`` (class indices, palette PNG), ``<stem>_color.png`` and ``<stem>_overlay.png``."""
         mask = prediction["mask"]
@@ -560,7 +596,7 @@ class SegmentationPredictor(Predictor):
         if self.size_divisor:
             pad_h, pad_w = (-height) % self.size_divisor, (-width) % self.size_divisor
             images = F.pad(images, (0, pad_w, 0, pad_h))
-        logits = self.model(images)
+        logits = self.forward(images)
         if not isinstance(logits, Tensor) or logits.dim() != 4 or logits.shape[1] != self.num_classes:
             shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
             raise ValueError(
@@ -594,6 +630,7 @@ class ClassificationPredictor(Predictor):
         top_k: int = 5,
         input_size: int | Sequence[int] | None = None,
         device: str | torch.device = "cpu",
+        **backend_options: Any,
     ) -> None:
         super().__init__(
             model,
@@ -603,6 +640,7 @@ class ClassificationPredictor(Predictor):
             classes=classes,
             max_pixel_value=max_pixel_value,
             device=device,
+            **backend_options,
         )
         if len(self.classes) != self.num_classes:
             raise ConfigError(f"{len(self.classes)} class names for {self.num_classes} classes: {self.classes}")
@@ -660,7 +698,7 @@ class ClassificationPredictor(Predictor):
         tensor = self.to_tensor(image)[None]
         if self.input_size is not None and tuple(tensor.shape[-2:]) != self.input_size:
             tensor = F.interpolate(tensor, size=self.input_size, mode="bilinear", align_corners=False, antialias=True)
-        logits = self.model(tensor)
+        logits = self.forward(tensor)
         if not isinstance(logits, Tensor) or tuple(logits.shape) != (1, self.num_classes):
             shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
             raise ValueError(f"{type(self.model).__name__} returned {shape}; expected N×{self.num_classes} logits")
@@ -696,10 +734,11 @@ class DetectionPredictor(Predictor):
         category_ids: Sequence[int] | None = None,
         draw_threshold: float = 0.3,
         device: str | torch.device = "cpu",
+        **backend_options: Any,
     ) -> None:
         super().__init__(
             model, mean=mean, std=std, num_classes=num_classes, classes=classes, max_pixel_value=max_pixel_value,
-            device=device,
+            device=device, **backend_options,
         )  # fmt: skip
         size = getattr(model, "export_input_size", None)
         if size is None:
@@ -840,7 +879,7 @@ class InferenceReport:
     failed: list[tuple[Path, str]] = field(default_factory=list)
 
 
-def _output_folder(path: str | os.PathLike) -> Path:
+def output_folder(path: str | os.PathLike) -> Path:
     """``path`` created if needed; a file in the way or a folder that cannot be written is one OSError naming it,
     raised before any image is predicted."""
     out = Path(path)
@@ -877,7 +916,7 @@ def infer_files(
                 f"{stems[path.stem]} and {path} share the name {path.stem!r}; their outputs would collide"
             )
         stems[path.stem] = path
-    out = _output_folder(out_dir)
+    out = output_folder(out_dir)
     report = InferenceReport()
     try:
         for path in progress(paths):

@@ -1,11 +1,53 @@
+"""tools/benchmark.py through its command line: each variant in its own process, the table and the JSON records.
+Only that it runs and reports is tested here, never how fast."""
+
+import json
+
 from tests.tool_loader import load_tool
 
 
+def _rows(out: str) -> dict[str, list[str]]:
+    """The table's rows by variant name: the cells after the name."""
+    return {line.split("  ")[0].strip(): line.split("  ")[1:] for line in out.splitlines()[2:] if line.strip()}
+
+
 def test_dsod300_inference_benchmark_times_the_network_and_the_whole_predict(capsys):
-    load_tool("benchmark").main(
-        ["dsod300-infer", "--batch-size", "1", "--steps", "1", "--warmup", "0", "--device", "cpu"]
-    )
+    arguments = ["dsod300-infer", "--batch-size", "1", "--steps", "1", "--warmup", "0", "--device", "cpu"]
+    assert load_tool("benchmark").main([*arguments, "--only", "dsod300 network", "dsod300 + post-processing"]) == 0
     out = capsys.readouterr().out
-    assert "dsod300-infer: batch 1, the model's input size" in out
+    assert out.startswith("dsod300-infer: batch 1, 300x300, 1 steps after 0 warm-up, device cpu")
     rows = {line.split("  ")[0].strip(): float(line.split()[-1]) for line in out.splitlines()[2:]}
     assert set(rows) == {"dsod300 network", "dsod300 + post-processing"} and min(rows.values()) > 0
+
+
+def test_inference_records_compare_each_path_with_float32_eager(tmp_path, capsys):
+    path = tmp_path / "tiny.json"
+    arguments = ["tiny-infer", "--steps", "1", "--warmup", "0", "--device", "cpu", "--json", str(path)]
+    assert load_tool("benchmark").main([*arguments, "--only", "tiny eager", "tiny bf16"]) == 0
+    records = {record["variant"]: record for record in json.loads(path.read_text())}
+    assert set(records) == {"tiny eager", "tiny bf16"}
+    for record in records.values():
+        assert record["benchmark"] == "tiny-infer" and record["device"] == "cpu" and record["threads"] >= 1
+        assert record["ms/batch"] > 0 and record["peak RSS MiB"] >= record["added RSS MiB"] >= 0
+        assert record["input_size"] == [48, 48] and record["load_1min"] >= 0
+    assert records["tiny eager"]["max_abs_diff"] == 0.0 and records["tiny eager"]["path"].endswith("float32")
+    assert 0 < records["tiny bf16"]["max_abs_diff"] < 1 or "float32" in records["tiny bf16"]["path"]
+    header, columns = capsys.readouterr().out.splitlines()[:2]
+    assert header.startswith("tiny-infer: batch 2, 48x48")
+    assert columns.split()[:4] == ["variant", "ms/batch", "cpu", "ms/batch"] and "max |diff|" in columns
+    assert columns.endswith("added RSS MiB  peak RSS MiB")
+
+
+def test_training_records_carry_saved_and_peak_memory(tmp_path, capsys):
+    path = tmp_path / "train.json"
+    arguments = ["dense-block-depth", "--batch-size", "2", "--image-size", "32", "--steps", "1", "--warmup", "0"]
+    assert load_tool("benchmark").main([*arguments, "--device", "cpu", "--only", "6 layers", "--json", str(path)]) == 0
+    (record,) = json.loads(path.read_text())
+    assert record["variant"] == "6 layers" and record["precision"] == "fp32"
+    assert record["ms/step"] > 0 and record["saved MiB"] > 0 and record["peak RSS MiB"] > record["saved MiB"]
+    assert set(_rows(capsys.readouterr().out)) == {"6 layers"}
+
+
+def test_a_selection_that_matches_nothing_says_so(capsys):
+    assert load_tool("benchmark").main(["tiny-infer", "--device", "cpu", "--only", "nothing*"]) == 1
+    assert "no variant of tiny-infer matches --only nothing*" in capsys.readouterr().err

@@ -427,7 +427,7 @@ def test_infer_tool_writes_outputs(tool, segmentation_run, tmp_path, capsys):
     _write_images(tmp_path / "in", [(40, 40), (36, 70)])
     out = tmp_path / "out"
     args = [cfg.filename, str(checkpoint), str(tmp_path / "in" / "*.png"), "--out", str(out), "--tile-size", "32",
-            "--device", "cpu"]  # fmt: skip
+            "--device", "cpu", "--backend", "torch"]  # fmt: skip
     assert tool.main(args) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(
         f"img{i}_{kind}.png" for i in range(2) for kind in ("mask", "color", "overlay")
@@ -448,7 +448,8 @@ def test_infer_tool_predicts_the_readable_images_and_fails_listing_the_others(to
     _write_images(tmp_path / "in", [(20, 20), (24, 24)])
     (tmp_path / "in" / "broken.png").write_bytes(b"\x89PNG truncated")
     out = tmp_path / "out"
-    assert tool.main([cfg.filename, str(checkpoint), str(tmp_path / "in"), "--out", str(out), "--device", "cpu"]) == 1
+    args = [cfg.filename, str(checkpoint), str(tmp_path / "in"), "--out", str(out), "--device", "cpu"]
+    assert tool.main([*args, "--backend", "torch"]) == 1
     captured = capsys.readouterr()
     assert "2 image(s)" in captured.out
     assert "failed: " in captured.err and "broken.png" in captured.err and "1 of 3 image(s)" in captured.err
@@ -517,7 +518,7 @@ def test_infer_tool_says_when_it_tiles_by_itself(tool, segmentation_run, tmp_pat
     cfg, checkpoint, _, _ = segmentation_run
     _write_images(tmp_path / "in", [(40, 40)])
     args = [cfg.filename, str(checkpoint), str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--device", "cpu",
-            "--max-pixels", "1000"]  # fmt: skip
+            "--backend", "torch", "--max-pixels", "1000"]  # fmt: skip
     with caplog.at_level(logging.INFO, logger="densevision"):
         assert tool.main(args) == 0
     assert "images of more than 1000 pixels (this one is 40×40) are predicted in 512×512 tiles" in caplog.text

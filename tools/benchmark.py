@@ -1,46 +1,87 @@
 """Time training steps and inference of densevision models against reference implementations, side by side.
 
     python tools/benchmark.py densenet121-train --batch-size 32 --image-size 224 --steps 20 --device cuda
-    python tools/benchmark.py dsod300-infer --batch-size 1 --steps 10 --device cpu
+    python tools/benchmark.py densenet121-infer --steps 5 --json densenet121-infer.json
+    python tools/benchmark.py fcdensenet103-infer --steps 3 --warmup 1 --device cpu
+    python tools/benchmark.py dsod300-infer --steps 10 --device cpu --only "*post-processing*"
 
-Each entry of ``BENCHMARKS`` maps a name to a function returning ``{variant: model builder}``; every variant is timed
-the same way (forward + backward + SGD step on random data) and reported as ms/step plus memory: peak CUDA memory on
-GPUs, and on CPU the bytes autograd saves for backward in one step (deterministic, so comparable across machines).
-``INFERENCE_BENCHMARKS`` time a prediction call without autograd (ms/batch), at the model's own input size.
+Every variant runs in a process of its own (this tool again, with a hidden ``--variant``), so the memory it reports is
+its own: on CPU the peak RSS (``resource.getrusage``) and what the variant added to the peak its process had after
+importing torch and densevision ("added RSS"); on GPUs peak CUDA memory. ``--threads`` sets torch's and onnxruntime's
+CPU threads. Each record notes the 1-minute load average when its process started and, beside wall-clock ms, the
+process's CPU time per step: with ``--threads 1`` that is the figure other jobs on the machine skew least.
+
+Training variants time forward + backward + SGD step on random data (ms/step); on CPU they also report the bytes
+autograd saves for backward in one step (deterministic, so comparable across machines). ``bf16`` variants run the
+forward under autocast with a float32 loss, as ``optim_wrapper.amp='bf16'`` does.
+
+Inference variants time one prediction call without autograd (ms/batch) through ``densevision.backends`` — the path
+tools/infer.py takes: eager, channels_last, compiled, onnxruntime (exported and checked first, in another process, so
+its memory is the runtime's alone) and bf16 autocast — and report the largest absolute difference of their outputs
+from the float32 eager variant's (same seeded weights and input; torchvision's DenseNet gets densevision's weights).
+``--json PATH`` writes one record per variant.
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
+from typing import Any, NamedTuple
 
-import torch
-import torchvision
-from torch import nn
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-import densevision
-from densevision.models.blocks import DenseBlock
-from densevision.models.tasks import Detector
-from densevision.profiling import saved_tensor_bytes
+import torch  # noqa: E402
+import torchvision  # noqa: E402
+from torch import nn  # noqa: E402
 
-ModelBuilders = dict[str, Callable[[], nn.Module]]
+import densevision  # noqa: E402
+from densevision.backends import CHECK_SIZE, EXPORT_SIZE, OnnxRuntimeForward, prepare_forward  # noqa: E402
+from densevision.export import export_and_check, output_names  # noqa: E402
+from densevision.models.blocks import DenseBlock  # noqa: E402
+from densevision.models.tasks import Detector  # noqa: E402
+from densevision.precision import autocast_dtype, autocast_forward  # noqa: E402
+from densevision.profiling import saved_tensor_bytes  # noqa: E402
+
+RESULT_PREFIX = "BENCHMARK-RESULT "  # the line a variant's process prints its record on
 
 
-def densenet121_train() -> ModelBuilders:
+# ------------------------------------------------------------------------------------------------------ training
+
+
+class TrainVariant(NamedTuple):
+    build: Callable[[], nn.Module]
+    precision: str = "fp32"
+
+
+def densenet121_train() -> dict[str, TrainVariant]:
+    densevision_121 = partial(densevision.create_model, "densenet121")
     return {
-        "densevision": partial(densevision.create_model, "densenet121"),
-        "densevision memory_efficient": partial(densevision.create_model, "densenet121", memory_efficient=True),
-        "torchvision": partial(torchvision.models.densenet121, weights=None),
-        "torchvision memory_efficient": partial(torchvision.models.densenet121, weights=None, memory_efficient=True),
+        "densevision": TrainVariant(densevision_121),
+        "densevision memory_efficient": TrainVariant(partial(densevision_121, memory_efficient=True)),
+        "densevision bf16": TrainVariant(densevision_121, precision="bf16"),
+        "torchvision": TrainVariant(partial(torchvision.models.densenet121, weights=None)),
+        "torchvision memory_efficient": TrainVariant(
+            partial(torchvision.models.densenet121, weights=None, memory_efficient=True)
+        ),
     }
 
 
-def fcdensenet103_train() -> ModelBuilders:
+def fcdensenet103_train() -> dict[str, TrainVariant]:
     return {
-        "fcdensenet103": partial(densevision.create_model, "fcdensenet103"),
-        "fcdensenet103 memory_efficient": partial(densevision.create_model, "fcdensenet103", memory_efficient=True),
+        "fcdensenet103": TrainVariant(partial(densevision.create_model, "fcdensenet103")),
+        "fcdensenet103 memory_efficient": TrainVariant(
+            partial(densevision.create_model, "fcdensenet103", memory_efficient=True)
+        ),
     }
 
 
@@ -49,83 +90,38 @@ def _stem_and_block(num_layers: int, memory_efficient: bool) -> nn.Module:
     return nn.Sequential(stem, DenseBlock(num_layers, 24, 12, memory_efficient=memory_efficient))
 
 
-def dense_block_depth() -> ModelBuilders:
+def dense_block_depth() -> dict[str, TrainVariant]:
     """One DenseNet-BC block (k=12, bottleneck 4k) of growing depth: quadratic vs linear training memory."""
     return {
-        f"{depth} layers{' memory_efficient' if efficient else ''}": partial(_stem_and_block, depth, efficient)
+        f"{depth} layers{' memory_efficient' if efficient else ''}": TrainVariant(
+            partial(_stem_and_block, depth, efficient)
+        )
         for depth in (6, 12, 24, 48)
         for efficient in (False, True)
     }
 
 
-BENCHMARKS: dict[str, Callable[[], ModelBuilders]] = {
+BENCHMARKS: dict[str, Callable[[], dict[str, TrainVariant]]] = {
     "densenet121-train": densenet121_train,
     "fcdensenet103-train": fcdensenet103_train,
     "dense-block-depth": dense_block_depth,
 }
 
 
-Predict = Callable[[torch.Tensor], object]
-
-
-def _dsod300(post_processing: bool) -> tuple[Predict, tuple[int, int]]:
-    """DSOD300 at 300x300: the network alone, or the Detector's whole predict (decode, score 0.01, class-wise NMS 0.45,
-    top-k 400, keep 200). Untrained weights leave every class above the score threshold: NMS's worst case."""
-    task = Detector(model=dict(type="dsod300", num_classes=21)).eval()
-    run = (lambda images: task.predict({"image": images})) if post_processing else task
-    return run, task.export_input_size
-
-
-def dsod300_infer() -> dict[str, Callable[[], tuple[Predict, tuple[int, int]]]]:
-    return {
-        "dsod300 network": partial(_dsod300, False),
-        "dsod300 + post-processing": partial(_dsod300, True),
-    }
-
-
-INFERENCE_BENCHMARKS = {"dsod300-infer": dsod300_infer}
-
-
-def time_inference(build: Callable[[], tuple[Predict, tuple[int, int]]], args: argparse.Namespace) -> dict[str, float]:
+def time_training(variant: TrainVariant, args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device(args.device)
     torch.manual_seed(0)
-    run, (height, width) = build()
-    for module in getattr(run, "__self__", None), run:  # move the task (bound or module) to the device
-        if isinstance(module, nn.Module):
-            module.to(device)
-    images = torch.randn(args.batch_size, 3, height, width, device=device)
-    with torch.inference_mode():
-        for _ in range(args.warmup):
-            run(images)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        _synchronize(device)
-        start = time.perf_counter()
-        for _ in range(args.steps):
-            run(images)
-        _synchronize(device)
-    result = {"ms/batch": 1000 * (time.perf_counter() - start) / args.steps}
-    if device.type == "cuda":
-        result["peak MiB"] = torch.cuda.max_memory_allocated(device) / 2**20
-    return result
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_training(build: Callable[[], nn.Module], args: argparse.Namespace) -> dict[str, float]:
-    device = torch.device(args.device)
-    torch.manual_seed(0)
-    model = build().to(device).train()
+    model = variant.build().to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    images = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device)
+    size = args.image_size or 224
+    images = torch.randn(args.batch_size or 8, 3, size, size, device=device)
     generator = torch.Generator(device).manual_seed(0)
+    dtype = autocast_dtype(variant.precision, device, what="precision")
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        logits = model(images)  # N×K class scores or N×K×H×W segmentation logits: one random target of that shape
+        with autocast_forward(model, dtype, device.type):  # float32 outputs, so a float32 loss
+            logits = model(images)  # N×K class scores or N×K×H×W logits: one random target of that shape
         target = torch.randint(
             0, logits.shape[1], (logits.shape[0], *logits.shape[2:]), device=device, generator=generator
         )
@@ -137,37 +133,341 @@ def time_training(build: Callable[[], nn.Module], args: argparse.Namespace) -> d
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     _synchronize(device)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(args.steps):
         step()
     _synchronize(device)
-    result = {"ms/step": 1000 * (time.perf_counter() - start) / args.steps}
+    result: dict[str, Any] = {
+        "ms/step": 1000 * (time.perf_counter() - start) / args.steps,
+        "cpu ms/step": 1000 * (time.process_time() - cpu_start) / args.steps,
+    }
     if device.type == "cuda":
         result["peak MiB"] = torch.cuda.max_memory_allocated(device) / 2**20
     else:
         result["saved MiB"] = saved_tensor_bytes(step) / 2**20
+    result["precision"] = variant.precision if dtype is not None else "fp32"
+    result["input_size"] = [size, size]
     return result
 
 
-def format_table(rows: dict[str, dict[str, float]]) -> str:
-    columns = list(next(iter(rows.values())))
+# ----------------------------------------------------------------------------------------------------- inference
+
+Run = Callable[[Callable[[torch.Tensor], Any], torch.Tensor], Any]
+
+
+def _call(forward: Callable[[torch.Tensor], Any], images: torch.Tensor) -> Any:
+    return forward(images)
+
+
+class InferVariant(NamedTuple):
+    """A module prepared as tools/infer.py prepares a task (``prepare_forward``), and what is timed with it."""
+
+    build: Callable[[], tuple[nn.Module, Run]]
+    input_size: tuple[int, int]
+    batch_size: int
+    backend: str = "torch"
+    precision: str = "fp32"
+    compile: bool = False
+    channels_last: bool = False
+
+
+PATHS = {  # the inference paths of tools/infer.py, by name
+    "eager": {},
+    "channels_last": {"channels_last": True},
+    "compile": {"compile": True},
+    "onnxruntime": {"backend": "onnxruntime"},
+    "bf16": {"precision": "bf16"},
+}
+
+
+def _network(name: str, **kwargs: Any) -> tuple[nn.Module, Run]:
+    torch.manual_seed(0)
+    return densevision.create_model(name, **kwargs), _call
+
+
+def _torchvision_densenet121() -> tuple[nn.Module, Run]:
+    """torchvision's DenseNet-121 with densevision's seeded weights (the same state_dict keys), so outputs compare."""
+    model = torchvision.models.densenet121(weights=None)
+    model.load_state_dict(_network("densenet121")[0].state_dict())
+    return model, _call
+
+
+def _variants(
+    prefix: str, build: Callable[[], tuple[nn.Module, Run]], size: tuple[int, int], batch: int, paths=PATHS
+) -> dict[str, InferVariant]:
+    return {f"{prefix} {path}": InferVariant(build, size, batch, **PATHS[path]) for path in paths}
+
+
+def densenet121_infer(args: argparse.Namespace) -> dict[str, InferVariant]:
+    size, batch = _square(args.image_size, 224), args.batch_size or 8
+    return {
+        **_variants("densevision", partial(_network, "densenet121"), size, batch),
+        **_variants("torchvision", _torchvision_densenet121, size, batch),
+    }
+
+
+def fcdensenet103_infer(args: argparse.Namespace) -> dict[str, InferVariant]:
+    size = _square(args.image_size, None) or (360, 480)
+    return _variants("fcdensenet103", partial(_network, "fcdensenet103", num_classes=11), size, args.batch_size or 1)
+
+
+def _dsod300(post_processing: bool) -> tuple[nn.Module, Run]:
+    """DSOD300 at 300x300: the network alone, or the Detector's whole predict (decode, score 0.01, class-wise NMS 0.45,
+    top-k 400, keep 200). Untrained weights leave every class above the score threshold: NMS's worst case."""
+    torch.manual_seed(0)
+    task = Detector(model=dict(type="dsod300", num_classes=21)).eval()
+
+    def predict(forward: Callable[[torch.Tensor], Any], images: torch.Tensor) -> Any:
+        return task.predict({"image": images})  # the task was prepared in place: its forward is the timed path
+
+    return task, predict if post_processing else _call
+
+
+def dsod300_infer(args: argparse.Namespace) -> dict[str, InferVariant]:
+    batch, size = args.batch_size or 1, (300, 300)
+    return {
+        "dsod300 network": InferVariant(partial(_dsod300, False), size, batch),
+        "dsod300 + post-processing": InferVariant(partial(_dsod300, True), size, batch),
+        **_variants(
+            "dsod300 + post-processing", partial(_dsod300, True), size, batch, ("channels_last", "compile", "bf16")
+        ),
+    }
+
+
+TINY_FCDENSENET = dict(down_layers=(1, 2), bottleneck_layers=2, growth_rate=4, stem_channels=8, num_classes=3)
+
+
+def tiny_infer(args: argparse.Namespace) -> dict[str, InferVariant]:
+    """A tiny FC-DenseNet through every path but compilation: a quick check that each path runs and agrees."""
+    build = partial(_network, "FCDenseNet", **TINY_FCDENSENET)
+    size = _square(args.image_size, 48)
+    return _variants("tiny", build, size, args.batch_size or 2, ("eager", "channels_last", "onnxruntime", "bf16"))
+
+
+INFERENCE_BENCHMARKS: dict[str, Callable[[argparse.Namespace], dict[str, InferVariant]]] = {
+    "densenet121-infer": densenet121_infer,
+    "fcdensenet103-infer": fcdensenet103_infer,
+    "dsod300-infer": dsod300_infer,
+    "tiny-infer": tiny_infer,
+}
+
+
+def _square(size: int | None, default: int | None) -> tuple[int, int] | None:
+    side = size or default
+    return (side, side) if side else None
+
+
+def _images(variant: InferVariant, device: torch.device) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(variant.batch_size, 3, *variant.input_size, generator=generator).to(device)
+
+
+def export_variant(variant: InferVariant, path: Path) -> None:
+    """Export the variant's module to ``path`` and check it against PyTorch, as the onnxruntime backend does."""
+    module, _ = variant.build()
+    export_and_check(module.eval(), path, input_size=EXPORT_SIZE, batch_size=2, check_size=CHECK_SIZE)
+
+
+def time_inference(variant: InferVariant, args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
+    """The variant's timing and memory, and its outputs on the seeded input (for the comparison with fp32 eager)."""
+    device = torch.device(args.device)
+    module, run = variant.build()
+    module = module.to(device).eval()
+    if variant.backend == "onnxruntime":
+        forward: Callable[[torch.Tensor], Any] = OnnxRuntimeForward(args.onnx, outputs=output_names(module))
+        description = f"onnxruntime ({forward.threads} threads), float32"
+        del module  # the runtime's memory, not PyTorch's
+    else:
+        forward, description = prepare_forward(
+            module,
+            device=device,
+            backend="torch",
+            precision=variant.precision,
+            compile=variant.compile,
+            channels_last=variant.channels_last,
+        )
+    images = _images(variant, device)
+    with torch.inference_mode():
+        for _ in range(args.warmup):
+            run(forward, images)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        _synchronize(device)
+        start, cpu_start = time.perf_counter(), time.process_time()
+        for _ in range(args.steps):
+            outputs = run(forward, images)
+        _synchronize(device)
+    result: dict[str, Any] = {
+        "ms/batch": 1000 * (time.perf_counter() - start) / args.steps,
+        "cpu ms/batch": 1000 * (time.process_time() - cpu_start) / args.steps,
+    }
+    if device.type == "cuda":
+        result["peak MiB"] = torch.cuda.max_memory_allocated(device) / 2**20
+    result["path"] = description
+    result["input_size"] = list(variant.input_size)
+    return result, outputs
+
+
+def _tensors(outputs: Any) -> list[torch.Tensor] | None:
+    """The outputs as a list of tensors, or ``None`` when they are not comparable (detections of varying count)."""
+    if isinstance(outputs, torch.Tensor):
+        return [outputs.detach().float().cpu()]
+    if isinstance(outputs, (tuple, list)) and all(isinstance(o, torch.Tensor) for o in outputs):
+        return [o.detach().float().cpu() for o in outputs]
+    return None
+
+
+def _max_abs_diff(outputs: Any, reference: list[torch.Tensor] | None) -> float | None:
+    tensors = _tensors(outputs)
+    if tensors is None or reference is None or [t.shape for t in tensors] != [r.shape for r in reference]:
+        return None
+    return max(float((t - r).abs().max()) for t, r in zip(tensors, reference))
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# --------------------------------------------------------------------------------------------------- processes
+
+
+def run_variant(args: argparse.Namespace) -> dict[str, Any]:
+    """Inside a variant's own process: time it and return its record."""
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    if args.threads:
+        torch.set_num_threads(args.threads)  # onnxruntime sessions take torch's count too
+    imported = _peak_rss_mib()  # the interpreter, torch and densevision: the same in every variant's process
+    record: dict[str, Any] = {"benchmark": args.benchmark, "variant": args.variant}
+    if args.benchmark in INFERENCE_BENCHMARKS:
+        variant = INFERENCE_BENCHMARKS[args.benchmark](args)[args.variant]
+        if args.export_only:
+            export_variant(variant, Path(args.onnx))
+            return record
+        result, outputs = time_inference(variant, args)
+        if args.save_reference:
+            torch.save(_tensors(outputs), args.save_reference)
+        reference = torch.load(args.reference) if args.reference else _tensors(outputs)
+        record.update(result, batch_size=variant.batch_size, max_abs_diff=_max_abs_diff(outputs, reference))
+    else:
+        variant = BENCHMARKS[args.benchmark]()[args.variant]
+        record.update(time_training(variant, args), batch_size=args.batch_size or 8)
+    if device.type == "cpu":
+        peak = _peak_rss_mib()
+        record.update({"added RSS MiB": peak - imported, "peak RSS MiB": peak})
+    record.update(device=str(device), threads=torch.get_num_threads(), torch=torch.__version__)
+    return record
+
+
+def _peak_rss_mib() -> float:
+    """This process's peak resident memory so far (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+def _child(args: argparse.Namespace, variant: str, *extra: str) -> dict[str, Any]:
+    """Run ``variant`` in a new process of this tool; its record, or ``{'error': ...}``."""
+    command = [sys.executable, str(Path(__file__).resolve()), args.benchmark, "--variant", variant, *extra]
+    command += ["--steps", str(args.steps), "--warmup", str(args.warmup), "--device", args.device]
+    for flag, value in (
+        ("--batch-size", args.batch_size),
+        ("--image-size", args.image_size),
+        ("--threads", args.threads),
+    ):
+        if value is not None:
+            command += [flag, str(value)]
+    load = os.getloadavg()[0]
+    done = subprocess.run(command, capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
+    if done.returncode != 0 or not lines:
+        reason = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        return {"benchmark": args.benchmark, "variant": variant, "error": reason}
+    return {**json.loads(lines[-1][len(RESULT_PREFIX) :]), "load_1min": load}
+
+
+def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every selected variant in its own process. Inference variants are compared with the first one run (float32
+    eager, unless ``--only`` leaves it out); an onnxruntime variant is exported in a process before its own."""
+    inference = args.benchmark in INFERENCE_BENCHMARKS
+    variants = INFERENCE_BENCHMARKS[args.benchmark](args) if inference else BENCHMARKS[args.benchmark]()
+    selected = [n for n in variants if not args.only or any(fnmatch.fnmatchcase(n, p) for p in args.only)]
+    records = []
+    with tempfile.TemporaryDirectory(prefix="densevision-benchmark-") as folder:
+        reference, onnx = Path(folder) / "reference.pt", Path(folder) / "model.onnx"
+        for name in selected:
+            extra: list[str] = []
+            if inference:
+                extra = ["--reference", str(reference)] if reference.is_file() else ["--save-reference", str(reference)]
+            if inference and variants[name].backend == "onnxruntime":
+                exported = _child(args, name, "--export-only", "--onnx", str(onnx))
+                if "error" in exported:
+                    records.append(exported)
+                    continue
+                extra += ["--onnx", str(onnx)]
+            records.append(_child(args, name, *extra))
+    return records
+
+
+def format_table(rows: dict[str, dict[str, float | None]]) -> str:
+    """One line per variant; a column no variant has a value for is left out."""
+    columns = [
+        c
+        for c in dict.fromkeys(c for row in rows.values() for c in row)
+        if any(r.get(c) is not None for r in rows.values())
+    ]
     width = max(len(name) for name in rows)
-    lines = [f"{'variant':<{width}}  " + "  ".join(f"{column:>10}" for column in columns)]
-    lines += [f"{name:<{width}}  " + "  ".join(f"{row[c]:>10.1f}" for c in columns) for name, row in rows.items()]
+    lines = [f"{'variant':<{width}}  " + "  ".join(f"{column:>12}" for column in columns)]
+    lines += [f"{name:<{width}}  " + "  ".join(_cell(row.get(c), c) for c in columns) for name, row in rows.items()]
     return "\n".join(lines)
+
+
+def _cell(value: Any, column: str) -> str:
+    if value is None:
+        return f"{'-':>12}"
+    return f"{value:>12.1e}" if "diff" in column else f"{value:>12.1f}"
+
+
+TABLE_COLUMNS = (
+    "ms/step",
+    "ms/batch",
+    "cpu ms/step",
+    "cpu ms/batch",
+    "max |diff|",
+    "saved MiB",
+    "peak MiB",
+    "added RSS MiB",
+    "peak RSS MiB",
+)
+
+
+def _table_row(record: dict[str, Any]) -> dict[str, float | None]:
+    values = {**record, "max |diff|": record.get("max_abs_diff")}
+    return {column: values[column] for column in TABLE_COLUMNS if column in values}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("benchmark", choices=sorted([*BENCHMARKS, *INFERENCE_BENCHMARKS]))
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--batch-size", type=int, help="default: 8 (training, densenet121-infer), else 1 (2 tiny)")
+    parser.add_argument(
+        "--image-size", type=int, help="square input side; default: 224, fcdensenet103-infer 360x480, dsod300 300"
+    )
     parser.add_argument("--steps", type=int, default=10, help="timed steps")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (allocator, cudnn autotuning)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (allocator, autotuning, compile)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, help="CPU threads of torch and onnxruntime (default: torch's)")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="run these variants only (names or glob patterns)")
+    parser.add_argument("--json", help="write one record per variant to this JSON file")
+    for hidden in ("--variant", "--onnx", "--reference", "--save-reference"):  # a variant's own process
+        parser.add_argument(hidden, help=argparse.SUPPRESS)
+    parser.add_argument("--export-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.steps < 1 or args.warmup < 0 or args.batch_size < 1 or args.image_size < 32:
+    if args.steps < 1 or args.warmup < 0 or (args.batch_size or 1) < 1 or (args.image_size or 32) < 32:
         parser.error("need --steps >= 1, --warmup >= 0, --batch-size >= 1 and --image-size >= 32")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be at least 1, got {args.threads}")
     try:
         device = torch.device(args.device)
     except RuntimeError:
@@ -177,22 +477,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.device.startswith("cuda"):
-        torch.backends.cudnn.benchmark = True
-    if args.benchmark in INFERENCE_BENCHMARKS:
-        rows = {name: time_inference(build, args) for name, build in INFERENCE_BENCHMARKS[args.benchmark]().items()}
-        size = "the model's input size"
-    else:
-        rows = {name: time_training(build, args) for name, build in BENCHMARKS[args.benchmark]().items()}
-        size = f"{args.image_size}px"
+    if args.variant is not None:
+        print(RESULT_PREFIX + json.dumps(run_variant(args)))
+        return 0
+    records = run_all(args)
+    if not records:
+        print(f"error: no variant of {args.benchmark} matches --only {' '.join(args.only)}", file=sys.stderr)
+        return 1
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(records, indent=2) + "\n")
+    timed = [r for r in records if "error" not in r]
+    first = timed[0] if timed else {}
+    size = "x".join(map(str, first.get("input_size", []))) or "-"
+    loads = [r["load_1min"] for r in timed]
     print(
-        f"{args.benchmark}: batch {args.batch_size}, {size}, {args.steps} steps after {args.warmup} "
-        f"warm-up, device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+        f"{args.benchmark}: batch {first.get('batch_size', '-')}, {size}, {args.steps} steps after {args.warmup} "
+        f"warm-up, device {args.device}, torch {torch.__version__}, {first.get('threads', '-')} threads, "
+        f"load {min(loads, default=0):.1f}-{max(loads, default=0):.1f}, one process per variant"
     )
-    print(format_table(rows))
+    if timed:
+        print(format_table({r["variant"]: _table_row(r) for r in timed}))
+    for record in records:
+        if "error" in record:
+            print(f"error: variant {record['variant']!r} failed: {record['error']}", file=sys.stderr)
+    return 1 if len(timed) < len(records) else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -7,6 +7,11 @@ images of more than ``--max-pixels``); classification writes
 ``predictions.csv``; detection draws boxes into ``<stem>_boxes.png`` and writes ``results.json`` (COCO format).
 ``python tools/infer.py CONFIG CHECKPOINT INPUT --help`` lists the options of the config's task.
 
+``--backend auto`` (the default) runs the fastest path that is exact in float32: on CPU the model exported to ONNX
+and run by onnxruntime (exported once and cached beside the checkpoint as ``CHECKPOINT.<key>.onnx``, checked against
+PyTorch first), else PyTorch in channels_last on CPU; detection always runs in PyTorch. ``--precision bf16`` (CPUs with
+native bf16, CUDA) and ``--compile`` (torch.compile) choose PyTorch. The log says which path runs.
+
 Unreadable images are skipped and listed at the end; the exit status is then 1.
 """
 
@@ -22,9 +27,11 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 from tqdm import tqdm  # noqa: E402
 from tqdm.contrib.logging import logging_redirect_tqdm  # noqa: E402
 
+from densevision.backends import BACKENDS  # noqa: E402
 from densevision.cli import entry_point  # noqa: E402
 from densevision.config import Config, parse_cfg_options  # noqa: E402
-from densevision.inference import find_images, infer_files, predictor_class  # noqa: E402
+from densevision.inference import find_images, infer_files, output_folder, predictor_class  # noqa: E402
+from densevision.precision import PRECISIONS  # noqa: E402
 
 
 def _common_parser(add_help: bool) -> argparse.ArgumentParser:
@@ -37,6 +44,22 @@ def _common_parser(add_help: bool) -> argparse.ArgumentParser:
     parser.add_argument("--out", default="predictions", help="output folder (default: ./predictions)")
     parser.add_argument("--device", default="cuda" if _cuda_available() else "cpu", help="torch device")
     parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE", help="override config values")
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="auto: onnxruntime on CPU when it is exact and works, else torch",
+    )
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default="fp32", help="forward precision (torch); outputs are float32"
+    )
+    parser.add_argument("--compile", action="store_true", help="torch.compile the network (torch backend)")
+    parser.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="channels_last memory format for torch (default: on CPU, where it is faster)",
+    )
     return parser
 
 
@@ -60,8 +83,16 @@ def main(argv: list[str] | None = None) -> int:
     predictor_cls.add_arguments(parser.add_argument_group(f"{predictor_cls.__name__} options"))
     args = parser.parse_args(arguments)
     paths = find_images(args.input)
+    output_folder(args.out)  # an unusable --out fails now, not after loading (and perhaps exporting) the model
     predictor = predictor_cls.from_config(
-        cfg, args.checkpoint, device=args.device, **predictor_cls.options_from_args(args)
+        cfg,
+        args.checkpoint,
+        device=args.device,
+        backend=args.backend,
+        precision=args.precision,
+        compile=args.compile,
+        channels_last=args.channels_last,
+        **predictor_cls.options_from_args(args),
     )
     with logging_redirect_tqdm():  # log lines (tiling) above the progress bar, not inside it
         report = infer_files(predictor, paths, args.out, progress=lambda it: tqdm(it, unit="img"))

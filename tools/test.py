@@ -15,6 +15,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from densevision.cli import entry_point  # noqa: E402
 from densevision.engine.launch import load_config, run_test  # noqa: E402
+from densevision.precision import PRECISIONS  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -24,6 +25,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", help="metrics JSON to write (default: WORK_DIR/test_metrics.json)")
     parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE", help="override config keys")
     parser.add_argument("--work-dir", help="where logs and sample predictions go")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="forward precision: bf16 autocast on CUDA and on CPUs with native bf16, else float32 (metrics: float32)",
+    )
     parser.add_argument("--launcher", choices=["none", "pytorch"], default="none", help="'pytorch' under torchrun")
     return parser.parse_args(argv)
 
@@ -33,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = load_config(args.config, args.cfg_options, work_dir=args.work_dir, launcher=args.launcher)
-    run_test(cfg, args.checkpoint, args.out, show=print)
+    run_test(cfg, args.checkpoint, args.out, show=print, precision=args.precision)
     return 0
 
 

@@ -89,16 +89,18 @@ def run_test(
     out: str | os.PathLike | None = None,
     *,
     show: Callable[[str], Any] | None = None,
+    precision: str = "fp32",
 ) -> tuple[dict[str, float], str | None]:
     """Evaluate ``checkpoint`` on the test split. The main process writes the metrics as JSON (``out``, default
     ``work_dir/test_metrics.json``) and gets the evaluator's summary table back; other processes get ``None``.
 
     ``show`` receives the summary table before the JSON is written, so a write that fails (an OSError naming the
-    file) loses no result: the user has seen the metrics of what may have been a long evaluation.
+    file) loses no result: the user has seen the metrics of what may have been a long evaluation. ``precision``:
+    the forward's (``'fp32'``, ``'bf16'``, ``'fp16'``; metrics are float32).
     """
     try:
         runner = Runner(cfg)
-        metrics = runner.test(checkpoint)
+        metrics = runner.test(checkpoint, precision=precision)
         if not runner.dist.is_main:
             return metrics, None
         table = runner.test_evaluator.summary_table()

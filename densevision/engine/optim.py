@@ -20,6 +20,7 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from densevision.precision import autocast_dtype, autocast_forward
 from densevision.registry import LR_SCHEDULERS, OPTIMIZERS, ConfigError, close_matches
 
 __all__ = [
@@ -36,7 +37,7 @@ logger = logging.getLogger("densevision")
 
 # Layers whose affine parameters are usually exempt from weight decay (decaying a norm's scale fights the norm).
 NORM_LAYERS: tuple[type[nn.Module], ...] = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm)
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+AMP_CHOICES = ("bf16", "fp16")
 OPTIM_WRAPPER_KEYS = ("optimizer", "paramwise", "accumulate_steps", "clip_grad", "amp")
 PARAMWISE_KEYS = ("norm_decay_mult", "bias_decay_mult")
 # Schedulers whose length an ``end`` implies when the config does not give it.
@@ -87,7 +88,11 @@ def build_optimizer(
 
 
 class OptimWrapper:
-    """Owns the update step: loss scaling for accumulation, mixed precision (CUDA only), clipping, zeroing.
+    """Owns the update step: loss scaling for accumulation, mixed precision, clipping, zeroing.
+
+    ``amp='bf16'`` runs the task's forward under autocast on CUDA and on CPUs with native bfloat16 (elsewhere float32,
+    with one warning); ``'fp16'`` on CUDA only, with a GradScaler (float32 on CPU, with a warning). Losses are computed
+    in float32 either way (``densevision.precision``).
 
     With ``accumulate_steps=k`` the optimizer steps after every k-th batch and after the last batch of an epoch; each
     loss is divided by the number of batches in its group, so k batches of n equal one batch of k·n.
@@ -106,26 +111,25 @@ class OptimWrapper:
             raise ConfigError(f"optim_wrapper.accumulate_steps must be a positive integer, got {accumulate_steps!r}")
         if clip_grad is not None and (not isinstance(clip_grad, Mapping) or "max_norm" not in clip_grad):
             raise ConfigError(f"optim_wrapper.clip_grad must be None or dict(max_norm=...), got {clip_grad!r}")
-        if amp is not None and amp not in AMP_DTYPES:
+        if amp is not None and amp not in AMP_CHOICES:
             raise ConfigError(f"optim_wrapper.amp must be None, 'bf16' or 'fp16', got {amp!r}")
-        if amp is not None and device.type != "cuda":
-            logger.info("optim_wrapper.amp=%r ignored: mixed precision runs on CUDA only (device: %s)", amp, device)
-            amp = None
         self.optimizer = optimizer
         self.accumulate_steps = accumulate_steps
         self.clip_grad = dict(clip_grad) if clip_grad is not None else None
-        self.amp_dtype = AMP_DTYPES[amp] if amp is not None else None
+        self.device = device
+        self.amp_dtype = autocast_dtype(amp, device, what="optim_wrapper.amp")
+        if self.amp_dtype is not None:
+            logger.info("mixed precision: the forward runs in %s autocast on %s, losses in float32", amp, device.type)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype is torch.float16 else None
 
     @property
     def lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
 
-    def autocast(self) -> contextlib.AbstractContextManager:
-        """The forward-pass context: autocast to the AMP dtype, or nothing."""
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+    def autocast(self, module: nn.Module) -> contextlib.AbstractContextManager:
+        """While open, ``module``'s forward runs under autocast to the AMP dtype with float32 outputs (nothing when
+        training in float32); the loss computed from them stays float32."""
+        return autocast_forward(module, self.amp_dtype, self.device.type)
 
     def group_size(self, index: int, iters_per_epoch: int) -> int:
         """How many batches share the optimizer step that batch ``index`` of the epoch contributes to."""

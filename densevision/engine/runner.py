@@ -43,6 +43,7 @@ from densevision.engine.errors import CheckpointError, NonFiniteLossError, WorkD
 from densevision.engine.logging import METRICS_FILE, RunLogger, progress_bar
 from densevision.engine.optim import OptimWrapper, ParamSchedulers, build_optim_wrapper, check_keys
 from densevision.engine.visualize import plot_curves, save_prediction_samples
+from densevision.precision import autocast_dtype, autocast_forward
 from densevision.registry import DATASETS, METRICS, TASKS, ConfigError
 
 __all__ = ["Runner", "seed_everything", "prepare_work_dir", "to_device", "ShardSampler"]
@@ -573,7 +574,7 @@ class Runner:
             stepping = optim.should_step(index, num_iters)
             no_sync = isinstance(loss_model, DistributedDataParallel) and not stepping
             with loss_model.no_sync() if no_sync else contextlib.nullcontext():
-                with optim.autocast():
+                with optim.autocast(self.task):
                     losses = loss_model(batch)
                 if "loss" not in losses:
                     raise TypeError(f"{type(self.task).__name__}.loss() must return a dict with a 'loss' entry")
@@ -646,7 +647,8 @@ class Runner:
 
     def _validate(self, loader: DataLoader, evaluator: Any, epoch: int) -> dict[str, float]:
         samples_dir = self.work_dir / PREDICTIONS_DIR / f"epoch_{epoch + 1:03d}"
-        metrics = self.evaluate(loader, evaluator, samples_dir=samples_dir)
+        assert self.optim_wrapper is not None
+        metrics = self.evaluate(loader, evaluator, samples_dir=samples_dir, dtype=self.optim_wrapper.amp_dtype)
         self.history["val"].append({"epoch": epoch + 1, **metrics})
         self.run_logger.log({"mode": "val", "epoch": epoch + 1, "step": self.iteration, **metrics})
         summary = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if "/" not in k)
@@ -690,10 +692,13 @@ class Runner:
     # --------------------------------------------------------------------------------------------------- evaluation
 
     @torch.no_grad()
-    def evaluate(self, loader: DataLoader, evaluator: Any, *, samples_dir: Path | None = None) -> dict[str, float]:
+    def evaluate(
+        self, loader: DataLoader, evaluator: Any, *, samples_dir: Path | None = None, dtype: torch.dtype | None = None
+    ) -> dict[str, float]:
         """Predict every batch, feed the metric, sum its state over processes and compute it.
 
-        The first ``visualization.num_samples`` images are drawn into ``samples_dir`` (main process only).
+        The first ``visualization.num_samples`` images are drawn into ``samples_dir`` (main process only). ``dtype``:
+        the task's forward runs under autocast to it (validation follows the training precision), the metric in float32.
         """
         self.task.eval()
         evaluator.reset()
@@ -702,7 +707,8 @@ class Runner:
         bar = progress_bar(loader, total=len(loader), desc="evaluate", enabled=self.dist.is_main, leave=False)
         for loaded in bar:
             batch = to_device(self._unpack(loaded), self.device)
-            predictions = self.task.predict(batch)
+            with autocast_forward(self.task, dtype, self.device.type):
+                predictions = self.task.predict(batch)
             evaluator.update(predictions, batch)
             for index in range(min(wanted - len(samples), len(predictions))):
                 prediction = {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in predictions[index].items()}
@@ -721,11 +727,13 @@ class Runner:
             )
         return metrics
 
-    def test(self, checkpoint: str | os.PathLike | None = None) -> dict[str, float]:
-        """Evaluate ``test_dataloader`` with ``test_evaluator`` (weights from ``checkpoint`` when given).
+    def test(self, checkpoint: str | os.PathLike | None = None, *, precision: str = "fp32") -> dict[str, float]:
+        """Evaluate ``test_dataloader`` with ``test_evaluator`` (weights from ``checkpoint`` when given), the forward in
+        ``precision`` (``'fp32'``, ``'bf16'``, ``'fp16'``; see ``densevision.precision``).
 
         The evaluator stays on ``self.test_evaluator`` for its ``summary_table()``.
         """
+        dtype = autocast_dtype(precision, self.device, what="precision")
         loader = self.build_dataloader("test_dataloader", train=False)
         self.test_evaluator = self.build_evaluator("test_evaluator")
         self.dataset_meta = self._apply_dataset_meta(_source(loader), None, self.test_evaluator)
@@ -737,8 +745,11 @@ class Runner:
             if checkpoint is not None:
                 meta = load_model_weights(self.task, checkpoint).get("meta", {})
                 logger.info("testing %s (epoch %s)", checkpoint, meta.get("epoch", "?"))
-            metrics = self.evaluate(loader, self.test_evaluator, samples_dir=self.work_dir / PREDICTIONS_DIR / "test")
-            self.run_logger.log({"mode": "test", "checkpoint": str(checkpoint), **metrics})
+            if dtype is not None:
+                logger.info("testing in %s autocast on %s (metrics in float32)", precision, self.device.type)
+            samples_dir = self.work_dir / PREDICTIONS_DIR / "test"
+            metrics = self.evaluate(loader, self.test_evaluator, samples_dir=samples_dir, dtype=dtype)
+            self.run_logger.log({"mode": "test", "checkpoint": str(checkpoint), "precision": precision, **metrics})
         return metrics
 
     # -------------------------------------------------------------------------------------------------- checkpoints

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
+from torch.utils.checkpoint import checkpoint
 
 __all__ = ["DenseLayer", "DenseBlock", "Transition", "make_act", "resolve_norm_layer"]
 
@@ -94,13 +95,14 @@ def _identity(tensor: Tensor) -> Tensor:
 
 
 def _exporting() -> bool:
-    """Tracing for ONNX or TorchScript: graphs hold the plain concatenating path, never the autograd function."""
-    return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
+    """``torch.export``, ONNX export or TorchScript tracing: graphs hold the plain path, never the autograd function."""
+    return torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
 
 
 class _SharedFeatures:
     """A memory-efficient dense block's feature maps, each written once into one buffer (Pleiss et al.'s shared
-    storage), and their per-channel batch statistics, computed once per map instead of once per layer reading it.
+    storage), their per-channel batch statistics, computed once per map instead of once per layer reading it, and
+    scratch storage the layers' temporaries share instead of each allocating its own.
 
     Layers read their input concatenation as a view of the buffer and keep that view for backward. The writes go
     through an alias autograd does not track: a region is written before any view covering it is saved and never
@@ -117,6 +119,7 @@ class _SharedFeatures:
         self._mean: Tensor | None = None
         self._var: Tensor | None = None
         self._measured = 0
+        self._scratch: dict[int, Tensor] = {}
         self.append(first)
 
     def append(self, maps: Tensor) -> None:
@@ -133,43 +136,110 @@ class _SharedFeatures:
         """Per-channel batch mean and biased variance of the first ``channels`` maps, at least in float32 (as
         BatchNorm's). Kept here once for all layers, so backward reads them back instead of each layer saving its own.
         """
-        if self.count < 2:
-            raise ValueError(f"Expected more than 1 value per channel when training, got input size {self.count}")
         if self._mean is None:
             dtype = torch.promote_types(self.buffer.dtype, torch.float32)
             self._mean, self._var = self.buffer.new_empty((2, self.buffer.shape[1]), dtype=dtype).unbind()
             self._measure(self.concat())
         return self._mean[:channels], self._var[:channels]
 
+    def scratch(self, slot: int, like: Tensor) -> Tensor:
+        """A contiguous tensor shaped and typed like ``like`` in reusable storage ``slot``: every layer of the block
+        reuses one allocation per slot (fresh large allocations cost page faults on CPU)."""
+        storage = self._scratch.get(slot)
+        if storage is None or storage.dtype != like.dtype or storage.numel() < like.numel():
+            storage = self._scratch[slot] = like.new_empty(self.buffer.numel())
+        return storage[: like.numel()].view(like.shape)
+
+    def release_scratch(self) -> None:
+        self._scratch.clear()
+
     def _measure(self, maps: Tensor) -> None:
-        """Two passes over the maps: on CPU several times faster than ``torch.var_mean`` or BatchNorm's statistics."""
-        maps = maps.to(self._mean.dtype)
-        mean = maps.mean((0, 2, 3), keepdim=True)
-        centred = maps - mean
         end = self._measured + maps.shape[1]
-        self._mean[self._measured : end] = mean.flatten()
-        self._var[self._measured : end] = centred.mul_(centred).mean((0, 2, 3))
+        self._mean[self._measured : end], self._var[self._measured : end] = _mean_var(maps)
         self._measured = end
 
 
-def _fused_norm_act(layer: DenseLayer) -> bool:
-    """norm1 -> act is a plain BatchNorm2d and ReLU: computed from cached statistics with explicit kernels."""
-    return type(layer.norm1) is nn.BatchNorm2d and type(layer.relu1) is nn.ReLU
+def _mean_var(maps: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and biased variance in at least float32, as BatchNorm computes them, by two passes over the
+    maps: on CPU several times faster than ``torch.var_mean`` or BatchNorm's own statistics kernel."""
+    maps = maps.to(torch.promote_types(maps.dtype, torch.float32))
+    mean = maps.mean((0, 2, 3), keepdim=True)
+    centred = maps - mean
+    return mean.flatten(), centred.mul_(centred).mean((0, 2, 3))
 
 
-def _norm1_statistics(norm: nn.BatchNorm2d, shared: _SharedFeatures) -> tuple[Tensor, Tensor, bool]:
-    """The mean and biased variance norm1 normalises by, and whether they are the batch's; counts the batch into the
-    running statistics exactly as ``nn.BatchNorm2d.forward`` does."""
+def _is_batch_norm_relu(norm: nn.Module, act: nn.Module) -> bool:
+    """A plain BatchNorm2d and ReLU: memory-efficient layers run them with explicit kernels from measured statistics."""
+    return type(norm) is nn.BatchNorm2d and type(act) is nn.ReLU
+
+
+def _batch_norm_statistics(
+    norm: nn.BatchNorm2d, count: int, measure: Callable[[], tuple[Tensor, Tensor]]
+) -> tuple[Tensor, Tensor, bool]:
+    """The mean and biased variance ``norm`` normalises by (``measure()`` gives the batch's), and whether they are the
+    batch's; counts the batch into the running statistics exactly as ``nn.BatchNorm2d.forward`` does."""
     if not (norm.training or norm.running_mean is None):
         return norm.running_mean, norm.running_var, False
-    mean, var = shared.batch_statistics(shared.filled)
+    if count < 2:
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size {count}")
+    mean, var = measure()
     if norm.training and norm.track_running_stats:
         norm.num_batches_tracked.add_(1)
         momentum = 1.0 / float(norm.num_batches_tracked) if norm.momentum is None else norm.momentum
         norm.running_mean.lerp_(mean.to(norm.running_mean.dtype), momentum)
-        unbiased = momentum * shared.count / (shared.count - 1)
+        unbiased = momentum * count / (count - 1)
         norm.running_var.mul_(1 - momentum).add_(var.to(norm.running_var.dtype), alpha=unbiased)
     return mean, var, True
+
+
+def _batch_norm_backward(
+    norm: nn.BatchNorm2d,
+    grad_norm: Tensor,
+    x: Tensor,
+    mean: Tensor,
+    var: Tensor,
+    batch_statistics: bool,
+    needs: Sequence[bool],
+) -> tuple[Tensor | None, ...]:
+    """Gradients of ``norm(x)``, normalised by ``mean`` and ``var``, for ``x`` and norm's parameters (``needs``)."""
+    affine = norm.weight is not None
+    grad_x, grad_weight, grad_bias = torch.ops.aten.native_batch_norm_backward(
+        grad_norm,
+        x,
+        norm.weight,
+        mean,
+        var,
+        mean,
+        torch.rsqrt(var + norm.eps),
+        batch_statistics,
+        norm.eps,
+        [needs[0], *(needs[1:] if affine else (False, False))],
+    )
+    return (grad_x, grad_weight, grad_bias) if affine else (grad_x,)
+
+
+class _BatchNormReLU(torch.autograd.Function):
+    """``relu(norm(x))`` for a memory-efficient layer's plain BatchNorm2d and ReLU: the statistics come from
+    ``_mean_var`` (BatchNorm's CPU kernel spends most of its time on them); it keeps what BatchNorm and ReLU keep."""
+
+    @staticmethod
+    def forward(ctx: Any, norm: nn.BatchNorm2d, x: Tensor, *params: Tensor) -> Tensor:
+        count = x.numel() // x.shape[1]
+        mean, var, ctx.batch_statistics = _batch_norm_statistics(norm, count, lambda: _mean_var(x))
+        act = torch.batch_norm(x, norm.weight, norm.bias, mean, var, False, 0.0, norm.eps, torch.backends.cudnn.enabled)
+        act.relu_()
+        ctx.norm = norm
+        ctx.save_for_backward(x, act, mean, var)
+        return act
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_act: Tensor) -> tuple[Tensor | None, ...]:
+        x, act, mean, var = ctx.saved_tensors
+        grad_norm = torch.ops.aten.threshold_backward(grad_act, act, 0)
+        return None, *_batch_norm_backward(
+            ctx.norm, grad_norm, x, mean, var, ctx.batch_statistics, ctx.needs_input_grad[1:]
+        )
 
 
 class _NormActConv(torch.autograd.Function):
@@ -186,10 +256,12 @@ class _NormActConv(torch.autograd.Function):
         ctx.split = [feature.shape[1] for feature in tensors[:num_features]]
         concat = shared.concat()
         ctx.save_for_backward(concat)
-        if _fused_norm_act(layer):
+        if _is_batch_norm_relu(layer.norm1, layer.relu1):
             norm = layer.norm1
-            mean, var, ctx.batch_statistics = _norm1_statistics(norm, shared)
-            act = _normalize(norm, concat, mean, var).relu_()
+            mean, var, ctx.batch_statistics = _batch_norm_statistics(
+                norm, shared.count, lambda: shared.batch_statistics(shared.filled)
+            )
+            _, act = _norm_act_into_scratch(norm, concat, mean, var, shared)
         else:
             act = layer.relu1(layer.norm1(concat))
         out = layer.conv1(act)
@@ -210,31 +282,25 @@ class _NormActConv(torch.autograd.Function):
             needs[num_features : num_features + len(norm_params)],
             needs[num_features + len(norm_params) :],
         )
-        x = concat.contiguous()  # norm1's backward is fastest on contiguous input
-        if _fused_norm_act(layer):
+        if _is_batch_norm_relu(norm, layer.relu1):
+            shared: _SharedFeatures = ctx.shared
             if ctx.batch_statistics:
-                mean, var = ctx.shared.batch_statistics(concat.shape[1])
+                mean, var = shared.batch_statistics(concat.shape[1])
             else:
                 mean, var = norm.running_mean, norm.running_var
-            act = _normalize(norm, x, mean, var).relu_()
+            x, act = _norm_act_into_scratch(norm, concat, mean, var, shared)
             grad_act, grad_weight, grad_bias = _conv_backward(conv, grad_out, act, ctx.conv_dtype, needs_conv)
-            grad_x, *norm_grads = torch.ops.aten.native_batch_norm_backward(
-                torch.ops.aten.threshold_backward(grad_act.to(act.dtype), act, 0),
-                x,
-                norm.weight,
-                mean,
-                var,
-                mean,
-                torch.rsqrt(var + norm.eps),
-                ctx.batch_statistics,
-                norm.eps,
-                [needs_features, *(needs_norm or (False, False))],
+            grad_act = grad_act.to(act.dtype)
+            grad_norm = torch.ops.aten.threshold_backward.grad_input(grad_act, act, 0, grad_input=grad_act)  # in place
+            grad_x, *norm_grads = _batch_norm_backward(
+                norm, grad_norm, x, mean, var, ctx.batch_statistics, [needs_features, *needs_norm]
             )
-            norm_grads = norm_grads[: len(norm_params)]  # none without affine parameters
+            if num_features == 1:  # the block's first layer, the last to run backward: the block is done with it
+                shared.release_scratch()
         else:
             # norm1's backward reads the running statistics it was given: restore them only after it ran.
             with torch.enable_grad(), _running_stats_frozen(norm), _no_saved_tensors_hooks():
-                x.requires_grad_(needs_features)
+                x = concat.contiguous().requires_grad_(needs_features)
                 act = layer.relu1(norm(x))
                 grad_act, grad_weight, grad_bias = _conv_backward(conv, grad_out, act, ctx.conv_dtype, needs_conv)
                 wrt = [x] * needs_features + [p for p, need in zip(norm_params, needs_norm, strict=True) if need]
@@ -246,9 +312,28 @@ class _NormActConv(torch.autograd.Function):
         return None, None, None, *feature_grads, *norm_grads, *conv_grads
 
 
-def _normalize(norm: nn.BatchNorm2d, x: Tensor, mean: Tensor, var: Tensor) -> Tensor:
-    """``norm(x)`` with the given statistics, leaving the running statistics alone."""
-    return torch.batch_norm(x, norm.weight, norm.bias, mean, var, False, 0.0, norm.eps, torch.backends.cudnn.enabled)
+def _norm_act_into_scratch(
+    norm: nn.BatchNorm2d, concat: Tensor, mean: Tensor, var: Tensor, shared: _SharedFeatures
+) -> tuple[Tensor, Tensor]:
+    """``relu(norm(concat))`` with the given statistics, running statistics untouched, in the block's scratch storage:
+    the contiguous copy of ``concat`` (BatchNorm's kernels are several times slower on a strided view) and the
+    activation."""
+    x = shared.scratch(0, concat).copy_(concat)
+    empty = mean.new_empty(0)
+    act, _, _ = torch.ops.aten.native_batch_norm.out(
+        x,
+        norm.weight,
+        norm.bias,
+        mean,
+        var,
+        False,
+        0.0,
+        norm.eps,
+        out=shared.scratch(1, x),
+        save_mean=empty,
+        save_invstd=empty,
+    )
+    return x, act.relu_()
 
 
 def _conv_backward(
@@ -280,8 +365,12 @@ class DenseLayer(nn.Module):
     DenseNet): BN-act-Conv3x3(k). Dropout is element-wise (``F.dropout``), as in both papers — not Dropout2d.
 
     ``memory_efficient`` (Pleiss et al. 2017) keeps neither the concatenation of the inputs nor norm1 -> act's output
-    for backward, only conv1's output: backward recomputes concatenation -> norm1 -> act (the concatenation is shared
-    storage inside a dense block), so a block's training memory grows linearly, not quadratically, with its depth.
+    for backward, only conv1's output: backward recomputes norm1 -> act from the concatenation, which inside a dense
+    block is shared storage (the block's output), so a block's training memory grows linearly, not quadratically, with
+    its depth. conv1 runs once, and a plain BatchNorm2d norm1 takes each map's batch statistics, measured once per
+    block, instead of reducing the whole concatenation again in every layer. Under ``torch.compile`` the layer
+    checkpoints concatenation -> norm1 -> act -> conv1 instead, which AOTAutograd backends (Inductor, aot_eager)
+    recompute themselves.
     """
 
     def __init__(
@@ -315,21 +404,41 @@ class DenseLayer(nn.Module):
         """New feature maps from ``features``; a memory-efficient dense block passes its ``shared`` storage of them."""
         inputs = [features] if isinstance(features, Tensor) else list(features)
         # Recompute whenever a backward pass may follow, in eval mode too (frozen-BN fine-tuning, detection backbones).
-        if self.memory_efficient and torch.is_grad_enabled() and not _exporting():
+        efficient = self.memory_efficient and torch.is_grad_enabled() and not _exporting()
+        compiling = torch.compiler.is_compiling()
+        if not efficient:
+            out = self._first_stage(*inputs)
+        elif compiling:
+            # Compiled (AOTAutograd): the compiler recomputes the checkpointed stage in backward and applies norm1's
+            # running-statistics update once; it cannot trace the shared-storage function.
+            out = checkpoint(self._first_stage, *inputs, use_reentrant=False)
+        else:
             if shared is None:
                 shared = _SharedFeatures(inputs[0], sum(t.shape[1] for t in inputs))
                 for maps in inputs[1:]:
                     shared.append(maps)
             params = [*self.norm1.parameters(), *self.conv1.parameters()]
             out = _NormActConv.apply(self, shared, len(inputs), *inputs, *params)
-        else:
-            x = inputs[0] if len(inputs) == 1 else torch.cat(inputs, 1)
-            out = self.conv1(self.relu1(self.norm1(x)))
         if self.has_bottleneck:
-            out = self.conv2(self.relu2(self.norm2(out)))
+            if efficient and not compiling and _is_batch_norm_relu(self.norm2, self.relu2):
+                out = _BatchNormReLU.apply(self.norm2, out, *self.norm2.parameters())
+            else:
+                out = self.relu2(self.norm2(out))
+            out = self.conv2(out)
         if self.drop_rate > 0:
             out = F.dropout(out, p=self.drop_rate, training=self.training)
         return out
+
+    def _first_stage(self, *inputs: Tensor) -> Tensor:
+        x = inputs[0] if len(inputs) == 1 else torch.cat(inputs, 1)
+        return self.conv1(self.relu1(self.norm1(x)))
+
+    def __prepare_scriptable__(self) -> DenseLayer:
+        """``torch.jit.script`` calls this first: refuse with the reason instead of a frontend error deep inside."""
+        raise RuntimeError(
+            "densevision models are not TorchScript-scriptable: dense layers take a tensor or a list of tensors and "
+            "memory-efficient training runs custom autograd functions; use torch.compile or torch.export instead"
+        )
 
 
 class _SharedConcatenation(torch.autograd.Function):
@@ -395,7 +504,7 @@ class DenseBlock(nn.ModuleDict):
     def forward(self, x: Tensor) -> Tensor:
         if not torch.is_grad_enabled():
             return self._forward_buffer(x)
-        if self.memory_efficient and not _exporting():
+        if self.memory_efficient and not (_exporting() or torch.compiler.is_compiling()):
             return self._forward_shared(x)
         return self._forward_concat(x)
 
@@ -412,6 +521,7 @@ class DenseBlock(nn.ModuleDict):
         for layer in self.values():
             features.append(layer(features, shared=shared))
             shared.append(features[-1])
+        shared.release_scratch()  # backward allocates its own once it runs
         start = self.in_channels if self.return_new_only else 0
         return _SharedConcatenation.apply(shared.buffer, start, *features)
 

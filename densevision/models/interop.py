@@ -224,7 +224,15 @@ class SmpDenseNetEncoder(DenseNet):
     A drop-in for smp's own ``densenet*`` encoders: the same state_dict (torchvision's minus the classifier) and the
     same outputs, so smp checkpoints load and predict unchanged. That includes smp's last feature, ``norm5``'s output
     before its activation (densevision's own encoders take it after). Like smp's, it cannot be dilated.
+
+    The ``_is_torch_*`` flags are smp's ``EncoderMixin`` contract, which smp's encoder tests check: it compiles with
+    ``fullgraph=True`` and exports with ``torch.export``; ``torch.jit.script`` refuses it with a ``RuntimeError`` saying
+    why (see ``DenseLayer.__prepare_scriptable__``; TorchScript is deprecated in favour of the other two).
     """
+
+    _is_torch_compilable = True
+    _is_torch_exportable = True
+    _is_torch_scriptable = False
 
     def __init__(self, *, depth: int = 5, output_stride: int = 32, **densenet_kwargs: Any) -> None:
         if not 1 <= depth <= 5:

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from densevision import precision
 from densevision.engine.optim import OptimWrapper, ParamSchedulers, build_optim_wrapper, build_param_groups
 from densevision.registry import ConfigError
 
@@ -100,13 +101,34 @@ def test_clip_grad_limits_the_update_and_reports_the_norm_before_clipping():
     assert model.weight.grad is None
 
 
-def test_amp_is_ignored_on_cpu_with_a_log_line(caplog):
+def test_bf16_amp_runs_on_a_cpu_with_native_bf16(monkeypatch, caplog):
+    monkeypatch.setattr(precision, "cpu_bf16_supported", lambda: True)
     caplog.set_level(logging.INFO, logger="densevision")
-    wrapper = OptimWrapper(
-        torch.optim.SGD(nn.Linear(1, 1).parameters(), lr=0.1), device=torch.device("cpu"), amp="bf16"
-    )
+    model = small_model()
+    wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1), device=CPU, amp="bf16")
+    assert wrapper.amp_dtype is torch.bfloat16 and wrapper.scaler is None
+    assert "bf16 autocast on cpu, losses in float32" in caplog.text
+    inner = []
+    model[0].register_forward_hook(lambda module, args, output: inner.append(output.dtype))
+    with wrapper.autocast(model):
+        logits = model(torch.randn(2, 3, 3, 3))
+        loss = nn.functional.cross_entropy(logits, torch.tensor([0, 1]))
+    assert inner == [torch.bfloat16] and logits.dtype == loss.dtype == torch.float32
+    wrapper.backward(loss, group_size=1)
+    assert all(p.grad.dtype == torch.float32 for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    ("amp", "supported", "reason"), [("bf16", False, "no native bfloat16"), ("fp16", True, "'bf16'")]
+)
+def test_amp_the_cpu_does_not_accelerate_falls_back_to_float32_with_a_warning(
+    monkeypatch, caplog, amp, supported, reason
+):
+    monkeypatch.setattr(precision, "cpu_bf16_supported", lambda: supported)
+    wrapper = OptimWrapper(torch.optim.SGD(nn.Linear(1, 1).parameters(), lr=0.1), device=CPU, amp=amp)
     assert wrapper.amp_dtype is None and wrapper.scaler is None
-    assert "amp='bf16' ignored" in caplog.text
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and f"optim_wrapper.amp={amp!r} runs in float32" in warned[0] and reason in warned[0]
 
 
 @pytest.mark.parametrize(

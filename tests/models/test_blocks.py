@@ -162,6 +162,31 @@ def test_memory_efficient_output_is_the_buffer_the_layers_keep():
     assert with_consumer - alone < out_bytes / 10  # the norm's statistics and parameters, not its input
 
 
+def test_memory_efficient_layer_alone_matches_plain():
+    """A dense layer called on its own (no block to share storage with) concatenates its inputs once itself."""
+    torch.manual_seed(0)
+    plain = DenseLayer(10, 4).double().train()
+    efficient = DenseLayer(10, 4, memory_efficient=True).double().train()
+    efficient.load_state_dict(plain.state_dict())
+    inputs = [torch.randn(2, 6, 8, 8, dtype=torch.float64), torch.randn(2, 4, 8, 8, dtype=torch.float64)]
+    results = []
+    for layer in (plain, efficient):
+        features = [t.clone().requires_grad_(True) for t in inputs]
+        out = layer(features)
+        out.square().sum().backward()
+        results.append([out, *(f.grad for f in features), *(p.grad for p in layer.parameters())])
+    for got, expected in zip(*reversed(results), strict=True):
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+
+
+def test_memory_efficient_output_refuses_in_place_changes():
+    """The layers read the block's output buffer in backward: changing it in place must fail, not corrupt gradients."""
+    block = _block(memory_efficient=True).train()
+    out = block(torch.randn(2, 6, 8, 8, dtype=torch.float64, requires_grad=True))
+    with pytest.raises(RuntimeError, match="inplace|in-place"):
+        out.mul_(2)
+
+
 def test_memory_efficient_also_recomputes_in_eval_mode():
     """Fine-tuning with frozen BatchNorm (eval mode, gradients on) must keep the memory saving."""
     x = torch.randn(2, 4, 16, 16, dtype=torch.float64, requires_grad=True)

@@ -223,6 +223,7 @@ def test_smp_unet_with_densevision_encoder():
 
 
 def test_smp_encoder_options():
+    register_smp_encoders()  # the DeepLabV3Plus check below needs the plain names, whichever test ran first
     register_smp_encoders(prefix="densevision_me_", memory_efficient=True)
     model = smp.Unet(
         encoder_name="densevision_me_densenet121",
