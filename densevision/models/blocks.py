@@ -307,7 +307,7 @@ class _NormActConv(torch.autograd.Function):
                 grads = list(torch.autograd.grad(act, wrt, grad_act.to(act.dtype))) if wrt else []
             grad_x = grads.pop(0) if needs_features else None
             norm_grads = [grads.pop(0) if need else None for need in needs_norm]
-        feature_grads = grad_x.split(ctx.split, 1) if grad_x is not None else (None,) * num_features
+        feature_grads = grad_x.split_with_sizes(ctx.split, 1) if grad_x is not None else (None,) * num_features
         conv_grads = (grad_weight, grad_bias)[: len(needs_conv)]
         return None, None, None, *feature_grads, *norm_grads, *conv_grads
 
@@ -455,7 +455,7 @@ class _SharedConcatenation(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         skipped = (None,) if ctx.start else ()  # return_new_only: the block input is not in the output
-        return None, None, *skipped, *grad.split(ctx.channels[len(skipped) :], 1)
+        return None, None, *skipped, *grad.split_with_sizes(ctx.channels[len(skipped) :], 1)
 
 
 class DenseBlock(nn.ModuleDict):
