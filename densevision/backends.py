@@ -20,6 +20,7 @@ class probabilities, while its ``predict`` (decoding, per-class NMS in torchvisi
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
@@ -110,14 +111,9 @@ def _store(exported: Path, target: Path) -> None:
     finally:
         temporary.unlink(missing_ok=True)
     stem = target.name[: _CACHE_KEY.search(target.name).start()]
-    for stale in target.parent.glob(f"{glob_escape(stem)}.*.onnx"):
+    for stale in target.parent.glob(f"{glob.escape(stem)}.*.onnx"):
         if stale != target and _CACHE_KEY.fullmatch(stale.name[len(stem) :]):
             stale.unlink(missing_ok=True)
-
-
-def glob_escape(text: str) -> str:
-    """``text`` with glob's special characters escaped (a checkpoint named ``run[1].pth``)."""
-    return re.sub(r"([\[\]*?])", r"[\1]", text)
 
 
 def _onnxruntime(
