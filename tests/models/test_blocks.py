@@ -7,6 +7,9 @@ from torch import nn
 from densevision.models.blocks import DenseBlock, DenseLayer, Transition, make_act
 from densevision.profiling import saved_tensor_bytes
 
+# The memory-efficient kernels differ by device (CUDA's batch norm writes its saved statistics even in eval mode).
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+
 
 def _block(*, memory_efficient: bool, num_layers: int = 3, in_channels: int = 6, **kwargs) -> DenseBlock:
     torch.manual_seed(0)
@@ -55,11 +58,24 @@ def test_inference_buffer_equals_concatenation(return_new_only, memory_efficient
     torch.testing.assert_close(buffered, concatenated, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("return_new_only", [False, True])
+def test_channels_last_inference_concatenates_and_keeps_the_format(return_new_only):
+    """Channels-last maps skip the buffer (its channel slices are strided there) and stay channels-last."""
+    block = _block(memory_efficient=False, return_new_only=return_new_only).eval()
+    x = torch.randn(2, 6, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        expected = block(x)
+        block = block.to(memory_format=torch.channels_last)
+        out = block(x.contiguous(memory_format=torch.channels_last))
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+
+
 def _step(block: DenseBlock, x: torch.Tensor, seed: int) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
     x = x.clone().requires_grad_(True)
     torch.manual_seed(seed)
     out = block(x)
-    (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+    (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype, device=out.device).view_as(out)).sum().backward()
     return out.detach(), [p.grad for p in block.parameters()], x.grad
 
 
@@ -72,15 +88,16 @@ NORM_ACT = {
 }
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("norm_act", list(NORM_ACT))
 @pytest.mark.parametrize("train", [True, False])
 @pytest.mark.parametrize("bottleneck_width", [4, None])
-def test_memory_efficient_matches_plain_outputs_and_gradients(train, bottleneck_width, norm_act):
+def test_memory_efficient_matches_plain_outputs_and_gradients(train, bottleneck_width, norm_act, device):
     options = dict(drop_rate=0.3, bottleneck_width=bottleneck_width, **NORM_ACT[norm_act])
-    plain = _block(memory_efficient=False, **options).train(train)
-    efficient = _block(memory_efficient=True, **options).train(train)
+    plain = _block(memory_efficient=False, **options).train(train).to(device)
+    efficient = _block(memory_efficient=True, **options).train(train).to(device)
     efficient.load_state_dict(plain.state_dict())
-    x = torch.randn(3, 6, 8, 8, dtype=torch.float64)
+    x = torch.randn(3, 6, 8, 8, dtype=torch.float64, device=device)
 
     out_plain, grads_plain, x_grad_plain = _step(plain, x, seed=7)
     out_efficient, grads_efficient, x_grad_efficient = _step(efficient, x, seed=7)
@@ -97,23 +114,26 @@ def test_memory_efficient_matches_plain_outputs_and_gradients(train, bottleneck_
         torch.testing.assert_close(buf_efficient, buf_plain, rtol=0, atol=1e-12, msg=name)
 
 
-def test_memory_efficient_matches_plain_under_bfloat16_autocast():
-    """conv1 runs in bfloat16 under CPU autocast; backward must differentiate it in the same precision."""
-    plain = DenseBlock(3, 6, 4, drop_rate=0.0).train()
-    efficient = DenseBlock(3, 6, 4, memory_efficient=True).train()
-    efficient.load_state_dict(plain.state_dict())
-    x = torch.randn(3, 6, 8, 8)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        (out_plain, grads_plain, x_grad_plain), (out_efficient, grads_efficient, x_grad_efficient) = (
-            _step(plain, x, seed=0),
-            _step(efficient, x, seed=0),
-        )
-    assert out_efficient.dtype == out_plain.dtype
-    torch.testing.assert_close(out_efficient, out_plain, rtol=0.02, atol=0.02)
-    torch.testing.assert_close(x_grad_efficient, x_grad_plain, rtol=0.05, atol=0.05)
-    for grad_efficient, grad_plain in zip(grads_efficient, grads_plain, strict=True):
-        assert grad_efficient.dtype == torch.float32
-        torch.testing.assert_close(grad_efficient, grad_plain, rtol=0.05, atol=0.05)
+@pytest.mark.parametrize("device", DEVICES)
+def test_memory_efficient_under_bfloat16_autocast_is_as_accurate_as_plain(device):
+    """conv1 runs in bfloat16 under autocast and backward must differentiate it in that precision: the memory-efficient
+    block's outputs and gradients are as close to float32's as plain autocast's are. (Not equal to plain's: its batch
+    norms round differently, and bf16 gradients of small parameters are mostly rounding.)"""
+    blocks = [DenseBlock(3, 6, 4, memory_efficient=efficient).train().to(device) for efficient in (False, False, True)]
+    for block in blocks[1:]:
+        block.load_state_dict(blocks[0].state_dict())
+    x = torch.randn(3, 6, 8, 8, device=device)
+    out_32, grads_32, x_grad_32 = _step(blocks[0], x, seed=0)
+    with torch.autocast(device, dtype=torch.bfloat16):
+        out_plain, grads_plain, x_grad_plain = _step(blocks[1], x, seed=0)
+        out_eff, grads_eff, x_grad_eff = _step(blocks[2], x, seed=0)
+    assert out_eff.dtype == out_plain.dtype
+    assert all(grad.dtype == torch.float32 for grad in grads_eff)
+    for efficient, plain, full in [(out_eff, out_plain, out_32), (x_grad_eff, x_grad_plain, x_grad_32)] + list(
+        zip(grads_eff, grads_plain, grads_32, strict=True)
+    ):
+        error, plain_error = (efficient.float() - full).norm(), (plain.float() - full).norm()
+        assert error <= 3 * plain_error + 1e-3 * full.norm()
 
 
 def test_memory_efficient_updates_running_stats_exactly_once():
