@@ -28,6 +28,7 @@ def test_inference_records_compare_each_path_with_float32_eager(tmp_path, capsys
     assert set(records) == {"tiny eager", "tiny bf16"}
     for record in records.values():
         assert record["benchmark"] == "tiny-infer" and record["device"] == "cpu" and record["threads"] >= 1
+        assert record["device_name"]  # the CPU model: timings compare only on the same one
         assert record["ms/batch"] > 0 and record["peak RSS MiB"] >= record["added RSS MiB"] >= 0
         assert record["input_size"] == [48, 48] and record["load_1min"] >= 0
     assert records["tiny eager"]["max_abs_diff"] == 0.0 and records["tiny eager"]["path"].endswith("float32")

@@ -28,6 +28,7 @@ import argparse
 import fnmatch
 import json
 import os
+import platform
 import resource
 import subprocess
 import sys
@@ -357,8 +358,22 @@ def run_variant(args: argparse.Namespace) -> dict[str, Any]:
     if device.type == "cpu":
         peak = _peak_rss_mib()
         record.update({"added RSS MiB": peak - imported, "peak RSS MiB": peak})
-    record.update(device=str(device), threads=torch.get_num_threads(), torch=torch.__version__)
+    record.update(
+        device=str(device), device_name=device_name(device), threads=torch.get_num_threads(), torch=torch.__version__
+    )
     return record
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's or CPU's model name: timings compare only on the same one."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as file:
+            names = [line.split(":", 1)[1].strip() for line in file if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else platform.processor() or platform.machine()
 
 
 def _peak_rss_mib() -> float:
@@ -495,7 +510,8 @@ def main(argv: list[str] | None = None) -> int:
     loads = [r["load_1min"] for r in timed]
     print(
         f"{args.benchmark}: batch {first.get('batch_size', '-')}, {size}, {args.steps} steps after {args.warmup} "
-        f"warm-up, device {args.device}, torch {torch.__version__}, {first.get('threads', '-')} threads, "
+        f"warm-up, device {args.device} ({first.get('device_name', '-')}), torch {torch.__version__}, "
+        f"{first.get('threads', '-')} threads, "
         f"load {min(loads, default=0):.1f}-{max(loads, default=0):.1f}, one process per variant"
     )
     if timed:

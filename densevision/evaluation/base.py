@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from densevision.registry import ConfigError
 
 
 class Metric:
@@ -66,6 +69,44 @@ class Metric:
         for parent in parents:
             owner = getattr(owner, parent)
         return owner, leaf
+
+
+class PerClassMetric(Metric):
+    """A metric over a dataset's label classes whose count, names and void label follow the dataset's ``metainfo``
+    where the evaluator's config leaves them unset, so configs never repeat them. Subclasses extend ``_configure``
+    for their own per-class state."""
+
+    def __init__(self, num_classes: int | None, ignore_index: int | None, class_names: Sequence[str] | None) -> None:
+        self._dataset_meta: dict[str, Any] | None = None
+        self._configure(num_classes, ignore_index, class_names)
+
+    def _configure(self, num_classes: int | None, ignore_index: int | None, class_names: Sequence[str] | None) -> None:
+        if num_classes is None and class_names is not None:
+            num_classes = len(class_names)
+        if class_names is not None and len(class_names) != num_classes:
+            raise ConfigError(f"class_names has {len(class_names)} names for num_classes={num_classes}: {class_names}")
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.class_names = list(class_names) if class_names is not None else None
+
+    @property
+    def dataset_meta(self) -> dict[str, Any] | None:
+        """The dataset's metainfo (set by the runner): fills the class count, names and void label left unset."""
+        return self._dataset_meta
+
+    @dataset_meta.setter
+    def dataset_meta(self, meta: dict[str, Any] | None) -> None:
+        self._dataset_meta = meta
+        if not meta or "classes" not in meta:
+            return
+        classes = list(meta["classes"])
+        if self.num_classes is not None and self.num_classes != len(classes):
+            raise ConfigError(
+                f"{type(self).__name__} has num_classes={self.num_classes} but the dataset has {len(classes)} "
+                f"classes {classes}; drop num_classes from the evaluator (it follows the dataset)"
+            )
+        names = self.class_names if self.class_names is not None else classes
+        self._configure(len(classes), meta.get("ignore_index", self.ignore_index), names)
 
 
 def interleave(shards: list[list[Any]]) -> list[Any]:

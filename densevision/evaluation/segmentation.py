@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from densevision.data.checks import DatasetError
-from densevision.evaluation.base import Metric
+from densevision.evaluation.base import PerClassMetric
 from densevision.registry import METRICS, ConfigError
 
 __all__ = ["ConfusionMatrix", "SegmentationMetric"]
@@ -83,7 +83,7 @@ class ConfusionMatrix:
 
 
 @METRICS.register_module()
-class SegmentationMetric(Metric):
+class SegmentationMetric(PerClassMetric):
     """mIoU, mean class accuracy and global pixel accuracy over a split, plus per-class IoU and accuracy.
 
     ``compute()`` returns fractions in [0, 1]: ``mIoU``, ``mAcc``, ``aAcc``, ``IoU/<class>``, ``Acc/<class>``.
@@ -100,37 +100,11 @@ class SegmentationMetric(Metric):
         ignore_index: int | None = 255,
         class_names: Sequence[str] | None = None,
     ) -> None:
-        self._dataset_meta: dict[str, Any] | None = None
-        self._configure(num_classes, ignore_index, class_names)
+        super().__init__(num_classes, ignore_index, class_names)
 
     def _configure(self, num_classes: int | None, ignore_index: int | None, class_names: Sequence[str] | None) -> None:
-        if num_classes is None and class_names is not None:
-            num_classes = len(class_names)
-        if class_names is not None and len(class_names) != num_classes:
-            raise ConfigError(f"class_names has {len(class_names)} names for num_classes={num_classes}: {class_names}")
-        self.num_classes = num_classes
-        self.ignore_index = ignore_index
-        self.class_names = list(class_names) if class_names is not None else None
-        self.confusion = ConfusionMatrix(num_classes, ignore_index) if num_classes is not None else None
-
-    @property
-    def dataset_meta(self) -> dict[str, Any] | None:
-        """The dataset's metainfo (set by the runner): fills the class count, names and void label left unset."""
-        return self._dataset_meta
-
-    @dataset_meta.setter
-    def dataset_meta(self, meta: dict[str, Any] | None) -> None:
-        self._dataset_meta = meta
-        if not meta or "classes" not in meta:
-            return
-        classes = list(meta["classes"])
-        if self.num_classes is not None and self.num_classes != len(classes):
-            raise ConfigError(
-                f"SegmentationMetric has num_classes={self.num_classes} but the dataset has {len(classes)} classes "
-                f"{classes}; drop num_classes from the evaluator (it follows the dataset)"
-            )
-        names = self.class_names if self.class_names is not None else classes
-        self._configure(len(classes), meta.get("ignore_index", self.ignore_index), names)
+        super()._configure(num_classes, ignore_index, class_names)
+        self.confusion = ConfusionMatrix(self.num_classes, ignore_index) if self.num_classes is not None else None
 
     def _require_classes(self) -> ConfusionMatrix:
         if self.confusion is None:

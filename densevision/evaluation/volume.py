@@ -22,7 +22,7 @@ import numpy as np
 from scipy import ndimage
 
 from densevision.data.checks import DatasetError
-from densevision.evaluation.base import Metric
+from densevision.evaluation.base import PerClassMetric
 from densevision.registry import METRICS, ConfigError
 
 __all__ = ["VolumeSegmentationMetric", "dice_score", "hausdorff_distance_95", "surface_distances", "VOLUME_META_KEYS"]
@@ -72,7 +72,7 @@ def hausdorff_distance_95(prediction: np.ndarray, target: np.ndarray, spacing: S
 
 
 @METRICS.register_module()
-class VolumeSegmentationMetric(Metric):
+class VolumeSegmentationMetric(PerClassMetric):
     """Mean over volumes of each class's Dice and HD95, from slice predictions carrying volume meta.
 
     Slices arrive in any order; each needs ``meta`` with ``volume``, ``slice``, ``num_slices`` and ``spacing``
@@ -94,40 +94,14 @@ class VolumeSegmentationMetric(Metric):
         class_names: Sequence[str] | None = None,
         include_background: bool = False,
     ) -> None:
-        self._dataset_meta: dict[str, Any] | None = None
         self.include_background = include_background
-        self._configure(num_classes, ignore_index, class_names)
+        super().__init__(num_classes, ignore_index, class_names)
         self.reset()
 
     def _configure(self, num_classes: int | None, ignore_index: int | None, class_names: Sequence[str] | None) -> None:
-        if num_classes is None and class_names is not None:
-            num_classes = len(class_names)
-        if class_names is not None and len(class_names) != num_classes:
-            raise ConfigError(f"class_names has {len(class_names)} names for num_classes={num_classes}: {class_names}")
-        if num_classes is not None and num_classes < (1 if self.include_background else 2):
-            raise ConfigError(f"VolumeSegmentationMetric needs a foreground class, got num_classes={num_classes}")
-        self.num_classes = num_classes
-        self.ignore_index = ignore_index
-        self.class_names = list(class_names) if class_names is not None else None
-
-    @property
-    def dataset_meta(self) -> dict[str, Any] | None:
-        """The dataset's metainfo (set by the runner): fills the class count, names and void label left unset."""
-        return self._dataset_meta
-
-    @dataset_meta.setter
-    def dataset_meta(self, meta: dict[str, Any] | None) -> None:
-        self._dataset_meta = meta
-        if not meta or "classes" not in meta:
-            return
-        classes = list(meta["classes"])
-        if self.num_classes is not None and self.num_classes != len(classes):
-            raise ConfigError(
-                f"VolumeSegmentationMetric has num_classes={self.num_classes} but the dataset has {len(classes)} "
-                f"classes {classes}; drop num_classes from the evaluator (it follows the dataset)"
-            )
-        names = self.class_names if self.class_names is not None else classes
-        self._configure(len(classes), meta.get("ignore_index", self.ignore_index), names)
+        super()._configure(num_classes, ignore_index, class_names)
+        if self.num_classes is not None and self.num_classes < (1 if self.include_background else 2):
+            raise ConfigError(f"VolumeSegmentationMetric needs a foreground class, got num_classes={self.num_classes}")
 
     @property
     def scored_classes(self) -> list[int]:
