@@ -15,10 +15,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import shutil
-import tempfile
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +23,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from densevision.data.coco import CocoDetection
+from densevision.data.generated import generate_once
 from densevision.data.image_folder import ImageFolderDataset
 from densevision.data.io import Colour, write_mask_png
 from densevision.data.mask_folder import MaskFolderDataset
@@ -211,30 +208,6 @@ def _write_classification(out: Path, split: str, count: int, size: int, rng: np.
         path.write_bytes(_png_bytes(image))
 
 
-def _marker_matches(root: Path, params: Mapping[str, Any]) -> bool:
-    try:
-        return json.loads((root / MARKER).read_text()) == dict(params)
-    except (OSError, ValueError):
-        return False
-
-
-def _move_into_place(tmp: Path, root: Path, params: Mapping[str, Any]) -> None:
-    """Rename the finished ``tmp`` to ``root``, replacing an earlier generation (never a folder that is not one)."""
-    old = None
-    if root.exists():
-        if not (root / MARKER).is_file() and any(root.iterdir()):
-            raise FileExistsError(f"{root} exists and was not made by generate_shapes (no {MARKER}); not replacing it")
-        old = root.with_name(f".{root.name}.old-{uuid.uuid4().hex}")
-        root.rename(old)
-    try:
-        os.rename(tmp, root)
-    except OSError:
-        if not _marker_matches(root, params):  # another process finished the same generation first: fine
-            raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def generate_shapes(
     root: str | Path, *, num_train: int, num_val: int, num_test: int, image_size: int = 64, seed: int = 0
 ) -> Path:
@@ -249,20 +222,13 @@ def generate_shapes(
     root = Path(root)
     params = {"version": _FORMAT_VERSION, **{f"num_{s}": c for s, c in counts.items()}, "image_size": image_size,
               "seed": seed}  # fmt: skip
-    if _marker_matches(root, params):
-        return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
-    tmp.chmod(0o755)  # mkdtemp's 0700 would survive the rename and hide the data from other users
-    try:
+
+    def write(folder: Path) -> None:
         for split_index, (split, count) in enumerate(counts.items()):
-            _write_scenes(tmp, split, count, image_size, np.random.default_rng([seed, split_index, 0]))
-            _write_classification(tmp, split, count, image_size, np.random.default_rng([seed, split_index, 1]))
-        (tmp / MARKER).write_text(json.dumps(params))
-        _move_into_place(tmp, root, params)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
+            _write_scenes(folder, split, count, image_size, np.random.default_rng([seed, split_index, 0]))
+            _write_classification(folder, split, count, image_size, np.random.default_rng([seed, split_index, 1]))
+
+    return generate_once(root, params, write, marker=MARKER, made_by="generate_shapes")
 
 
 def _check_split(split: str) -> None:

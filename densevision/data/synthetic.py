@@ -14,10 +14,6 @@ parameters regenerate it.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +24,7 @@ import rasterio
 from PIL import Image
 from rasterio.transform import Affine
 
+from densevision.data.generated import generate_once
 from densevision.data.io import Colour
 from densevision.data.medical import DecathlonDataset
 from densevision.data.raster import RasterWindowDataset
@@ -38,7 +35,6 @@ __all__ = [
     "SCENE_CLASSES",
     "SCENE_PALETTE",
     "SCENE_BANDS",
-    "generate_once",
     "generate_ellipsoid_volumes",
     "generate_scenes",
     "EllipsoidVolumes",
@@ -58,43 +54,6 @@ _REFLECTANCE = np.array(
 SCENE_NODATA = 0
 LABEL_NODATA = 255
 SCENE_SIZES = {"train": 512, "val": 256, "test": 256}  # pixels per side of each split's scene
-
-
-def _marker_matches(root: Path, params: Mapping[str, Any]) -> bool:
-    try:
-        return json.loads((root / MARKER).read_text()) == dict(params)
-    except (OSError, ValueError):
-        return False
-
-
-def generate_once(root: str | Path, params: Mapping[str, Any], write: Callable[[Path], None]) -> Path:
-    """``write(folder)`` into a temporary folder renamed to ``root``, unless ``root`` already holds a completed
-    generation with the same ``params``; an earlier generation is replaced, a folder not made here never is."""
-    root = Path(root)
-    if _marker_matches(root, params):
-        return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
-    tmp.chmod(0o755)  # mkdtemp's 0700 would survive the rename and hide the data from other users
-    try:
-        write(tmp)
-        (tmp / MARKER).write_text(json.dumps(dict(params)))
-        old = None
-        if root.exists():
-            if not (root / MARKER).is_file() and any(root.iterdir()):
-                raise FileExistsError(f"{root} exists and holds no {MARKER} of a generated dataset; not replacing it")
-            old = root.with_name(f".{root.name}.old-{uuid.uuid4().hex}")
-            root.rename(old)
-        try:
-            os.rename(tmp, root)
-        except OSError:
-            if not _marker_matches(root, params):  # another process finished the same generation first: fine
-                raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
 
 
 def _rotation(angles: np.ndarray) -> np.ndarray:
@@ -195,7 +154,7 @@ def generate_ellipsoid_volumes(
         }
         (folder / "dataset.json").write_text(json.dumps(description, indent=2))
 
-    return generate_once(root, params, write)
+    return generate_once(root, params, write, marker=MARKER, made_by="generate_ellipsoid_volumes")
 
 
 def _smooth_field(size: int, cells: int, rng: np.random.Generator) -> np.ndarray:
@@ -255,7 +214,7 @@ def generate_scenes(
                     if kind == "scenes":
                         dst.descriptions = SCENE_BANDS
 
-    return generate_once(root, params, write)
+    return generate_once(root, params, write, marker=MARKER, made_by="generate_scenes")
 
 
 @DATASETS.register_module()

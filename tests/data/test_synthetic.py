@@ -7,13 +7,13 @@ import pytest
 import rasterio
 
 from densevision.config import Config
+from densevision.data.generated import generate_once
 from densevision.data.synthetic import (
     SCENE_CLASSES,
     VOLUME_CLASSES,
     EllipsoidVolumes,
     GeneratedScenes,
     generate_ellipsoid_volumes,
-    generate_once,
     generate_scenes,
 )
 from densevision.evaluation import volume as _volume_metric  # noqa: F401  (registers VolumeSegmentationMetric)
@@ -52,7 +52,7 @@ def test_generation_never_replaces_a_folder_it_did_not_make(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "scan.nii.gz").write_bytes(b"precious")
     with pytest.raises(FileExistsError, match="not replacing"):
-        generate_once(tmp_path / "mine", {"kind": "x"}, lambda folder: None)
+        generate_once(tmp_path / "mine", {"kind": "x"}, lambda folder: None, marker="made.json", made_by="test")
     assert (tmp_path / "mine" / "scan.nii.gz").read_bytes() == b"precious"
     assert [p.name for p in tmp_path.iterdir()] == ["mine"]  # the temporary folder is gone
 
