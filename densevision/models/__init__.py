@@ -1,3 +1,3 @@
 """Architectures and task models; importing this package registers them."""
 
-from densevision.models import densenet, dsod, fcdensenet, heads, interop, tasks  # noqa: F401
+from densevision.models import densenet, dsod, fcdensenet, heads, interop, msdnet, tasks  # noqa: F401
