@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+import densevision.models  # noqa: F401  (registers the architectures a config names)
 from densevision.registry import LOSSES, MODELS, TASKS
 
 __all__ = ["EarlyExitClassifier"]
