@@ -11,9 +11,12 @@ from densevision.early_exit.budget import (
     assign_exits,
     budget_sweep,
     calibrate_thresholds,
+    collect_exit_scores,
     evaluate_thresholds,
     geometric_exit_proportions,
 )
+from densevision.early_exit.task import EarlyExitClassifier
+from tests.test_early_exit import TINY_MSDNET
 
 NUM_CLASSES = 10
 
@@ -109,3 +112,15 @@ def test_a_sweep_calibrates_on_validation_and_applies_to_test():
 def test_bad_inputs_are_refused_by_name(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_exit_scores_are_collected_in_order_in_eval_mode():
+    task = EarlyExitClassifier(TINY_MSDNET).train()
+    batches = [{"image": torch.randn(n, 3, 32, 32), "label": torch.arange(n) % 3} for n in (3, 2)]
+    scores, labels = collect_exit_scores(task, batches)
+    assert task.training  # the mode it had is restored
+    task.eval()
+    expected = torch.cat([torch.stack([p["exit_scores"] for p in task.predict(b)], 1) for b in batches], 1)
+    assert scores.shape == (3, 5, 3)
+    torch.testing.assert_close(scores, expected)
+    assert labels.tolist() == [0, 1, 2, 0, 1]

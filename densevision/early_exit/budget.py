@@ -13,11 +13,12 @@ Scores are softmax probabilities laid out exits × samples × classes; accuracie
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 __all__ = [
     "AUTHORS_QS",
@@ -27,6 +28,7 @@ __all__ = [
     "assign_exits",
     "budget_sweep",
     "calibrate_thresholds",
+    "collect_exit_scores",
     "evaluate_thresholds",
     "geometric_exit_proportions",
 ]
@@ -61,6 +63,26 @@ def _check_scores(scores: Tensor, labels: Tensor | None = None) -> None:
         raise ValueError(f"scores must be exits × samples × classes, got shape {tuple(scores.shape)}")
     if labels is not None and labels.shape != scores.shape[1:2]:
         raise ValueError(f"{tuple(labels.shape)} labels for {scores.shape[1]} samples")
+
+
+@torch.no_grad()
+def collect_exit_scores(task: nn.Module, batches: Iterable[Mapping[str, Any]]) -> tuple[Tensor, Tensor]:
+    """Every exit's scores (exits × samples × classes, float32 on CPU) and the labels of a split, in order, from an
+    EarlyExitClassifier's ``predict`` (eval mode) over ``batches`` (a DataLoader of classification batches)."""
+    device = next(task.parameters()).device
+    was_training = task.training
+    task.eval()
+    scores, labels = [], []
+    try:
+        for batch in batches:
+            predictions = task.predict({**batch, "image": batch["image"].to(device)})
+            scores.append(torch.stack([prediction["exit_scores"].float().cpu() for prediction in predictions], 1))
+            labels.append(torch.as_tensor(batch["label"]).reshape(-1).cpu())
+    finally:
+        task.train(was_training)
+    if not scores:
+        raise ValueError("no batches to collect exit scores from")
+    return torch.cat(scores, 1), torch.cat(labels)
 
 
 def geometric_exit_proportions(q: float, num_exits: int) -> Tensor:
