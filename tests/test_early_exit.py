@@ -45,6 +45,20 @@ def test_loss_is_the_weighted_sum_of_the_exits_cross_entropies(exit_weights):
     assert set(losses) == {"loss", "loss/exit0", "loss/exit1", "loss/exit2"}
 
 
+@pytest.mark.parametrize(
+    ("arguments", "description"),
+    [
+        (dict(), "early exits: 3, loss weights (1, 1, 1); predictions from exit 2"),
+        (
+            dict(exit_weights=(0.5, 0, 2), predict_exit=-2),
+            "early exits: 3, loss weights (0.5, 0, 2); predictions from exit 1",
+        ),
+    ],
+)
+def test_the_run_log_names_the_weights_and_the_answering_exit(arguments, description):
+    assert EarlyExitClassifier(TINY_MSDNET, **arguments).describe() == description
+
+
 @pytest.mark.parametrize(("predict_exit", "chosen"), [(-1, 2), (0, 0), (1, 1)])
 def test_predict_answers_from_the_chosen_exit_and_returns_every_exit(predict_exit, chosen):
     task = EarlyExitClassifier(TINY_MSDNET, predict_exit=predict_exit).eval()

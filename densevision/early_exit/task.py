@@ -68,6 +68,11 @@ class EarlyExitClassifier(nn.Module):
     def num_exits(self) -> int:
         return self.model.num_exits
 
+    def describe(self) -> str:
+        """The exits' loss weights and the exit that answers, for the run log."""
+        weights = ", ".join(f"{w:g}" for w in self.exit_weights)
+        return f"early exits: {self.num_exits}, loss weights ({weights}); predictions from exit {self.predict_exit}"
+
     def forward(self, images: Tensor) -> Tensor:
         """The chosen exit's logits; deeper blocks do not run."""
         return self.model(images, num_exits=self.predict_exit + 1)[-1]
