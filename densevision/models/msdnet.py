@@ -131,9 +131,6 @@ class MultiScaleLayer(nn.Module):
 class ScaleTransition(nn.ModuleList):
     """A 1x1 ConvNormAct per kept scale compressing its channels (DenseNet-C), after a layer that dropped a scale."""
 
-    def __init__(self, convs: Sequence[ConvNormAct]) -> None:
-        super().__init__(convs)
-
     def forward(self, scales: list[Tensor]) -> list[Tensor]:
         return [conv(x) for conv, x in zip(self, scales, strict=True)]
 
