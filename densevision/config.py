@@ -11,20 +11,24 @@ import ast
 import copy
 import inspect
 import keyword
+import logging
 import math
 import os
 import re
 import traceback
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import CodeType
 from typing import Any
 
 from densevision.registry import ConfigError, close_matches
 
-__all__ = ["Config", "ConfigDict", "ConfigError", "parse_cfg_options"]
+__all__ = ["Config", "ConfigDict", "ConfigError", "load_config", "parse_cfg_options"]
+
+logger = logging.getLogger(__name__)
 
 _BASE_KEY = "_base_"
+_ADD = "+"  # an override key starting with it adds a key the config does not state (Hydra's convention)
 _DELETE_KEY = "_delete_"
 _LINE_WIDTH = 120
 _INDENT = "    "
@@ -136,21 +140,27 @@ class Config(ConfigDict):
     """A whole config: the top-level ConfigDict, plus loading from files, dotted overrides and dumping."""
 
     @classmethod
-    def fromfile(cls, path: str | os.PathLike) -> Config:
-        """Execute a Python config file, after loading and merging its ``_base_`` files (the child wins)."""
+    def fromfile(cls, path: str | os.PathLike, *, overrides: Mapping[str, Any] | None = None) -> Config:
+        """Execute a Python config file, after loading and merging its ``_base_`` files (the child wins).
+
+        ``overrides`` (``{'a.b': value}``, unchecked: ``load_config`` checks them) are applied to the files'
+        variables after every statement that runs, then to the merged result: a value built from an overridden name
+        (``dict(root=data_root)``, ``dict(dataset=train_dataset)``) is built from the override, in every file.
+        """
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file not found: {path}")
-        return cls(_load(path.resolve(), chain=()), filename=str(path))
+        return _read(cls, path, overrides or {})[0]
 
     def merge_from_dict(self, options: Mapping[str, Any]) -> None:
         """Apply overrides ``{'a.b.c': value}``; integer parts index lists (``'model.heads.0.num_classes'``).
 
-        The value replaces what is there (a dict value is not merged). Only the last part may be new: a missing parent
-        is almost always a typo, so it is an error that names the closest existing key.
+        The value replaces what is there (a dict value is not merged). Only the last part may be new (a leading ``+``,
+        which says so on the command line, is dropped): a missing parent is almost always a typo, so it is an error
+        that names the closest existing key.
         """
         for dotted, value in options.items():
-            parts = str(dotted).split(".")
+            parts = str(dotted).removeprefix(_ADD).split(".")
             if not all(parts):
                 raise ConfigError(f"config override {dotted!r}{self._source()} has an empty part")
             _set_path(self, parts, value, dotted=str(dotted), done=0, filename=self.filename)
@@ -182,6 +192,147 @@ class Config(ConfigDict):
 
     def _source(self) -> str:
         return f" (in {self.filename})" if self.filename else ""
+
+
+def load_config(
+    path: str | os.PathLike,
+    cfg_options: Sequence[str] = (),
+    *,
+    work_dir: str | os.PathLike | None = None,
+    **settings: Any,
+) -> Config:
+    """The config every tool runs: ``path`` with the ``key=value`` overrides checked and applied, then the tools'
+    settings (``resume``, ``launcher``: skipped when ``None``). ``work_dir``: the argument, else the config's, else
+    ``work_dirs/<config name>``. The overrides are logged in one line.
+
+    A key must exist (a close miss names the key meant), except a new argument of a buildable dict (one with a
+    ``type``) and a key written ``+key=value``, which adds it. An override of a variable that the config files build
+    other values from (``data_root``, ``train_dataset``...) must change one of them; else it is refused, naming the
+    key to set instead.
+    """
+    options = parse_cfg_options(cfg_options)
+    baseline, reads = _read(Config, path, {})
+    for key in options:
+        _check_override_key(baseline, key)
+    cfg = _read(Config, path, options)[0]
+    for key, value in options.items():
+        _check_override_reaches(path, baseline, reads, key, value)
+    if options:
+        logger.info("config overrides: %s", ", ".join(f"{key}={value!r}" for key, value in options.items()))
+    if work_dir is not None:
+        cfg["work_dir"] = str(work_dir)
+    elif not cfg.get("work_dir"):
+        cfg["work_dir"] = str(Path("work_dirs") / Path(path).stem)
+    for key, value in settings.items():
+        if value is not None:
+            cfg[key] = value
+    return cfg
+
+
+def _read(cls: type[Config], path: str | os.PathLike, overrides: Mapping[str, Any]) -> tuple[Config, set[str]]:
+    """The config at ``path`` with ``overrides`` applied (see ``Config.fromfile``), and the names its files read."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    reads: set[str] = set()
+    cfg = cls(_load(path.resolve(), chain=(), overrides=_Overrides(overrides), reads=reads), filename=str(path))
+    cfg.merge_from_dict(overrides)
+    return cfg, reads
+
+
+def _check_override_key(cfg: Mapping[str, Any], key: str) -> None:
+    """Every part of ``key`` must exist in ``cfg``; only the last may be new: with ``+``, or as a new argument of a
+    buildable dict (one with a ``type``) that is not close to a key it has. A new key elsewhere is almost always a
+    typo (``train_cfg.max_epoch``) that would otherwise be ignored silently."""
+    adding = key.startswith(_ADD)
+    dotted = key.removeprefix(_ADD)
+    node: Any = cfg
+    parts = dotted.split(".")
+    for depth, part in enumerate(parts):
+        where = ".".join(parts[:depth]) or "the config"
+        last = depth == len(parts) - 1
+        if isinstance(node, (list, tuple)):
+            if not _is_int(part) or not -len(node) <= int(part) < len(node):
+                raise ConfigError(f"unknown config key {key!r} in --cfg-options: {where} has no item {part!r}")
+            node = node[int(part)]
+            continue
+        if not isinstance(node, Mapping):
+            raise ConfigError(f"unknown config key {key!r} in --cfg-options: {where} is not a dict")
+        if part in node:
+            if last and adding:
+                raise ConfigError(f"config key {dotted!r} exists: set it with {dotted}=..., without {_ADD!r}")
+            node = node[part]
+            continue
+        if last and adding:
+            return
+        hint = close_matches(part, [str(k) for k in node])
+        if hint:
+            raise ConfigError(
+                f"unknown config key {key!r} in --cfg-options; did you mean {'.'.join([*parts[:depth], hint[0]])!r}?"
+            )
+        if last and "type" in node:
+            return
+        addition = f"; to add it, write {_ADD}{dotted}=..." if last else ""
+        raise ConfigError(f"unknown config key {key!r} in --cfg-options: {where} has no key {part!r}{addition}")
+
+
+# Sections a program reads by name (the runner's loaders and metrics), never only a variable to build from.
+_SECTION_SUFFIXES = ("_dataloader", "_evaluator")
+
+
+def _check_override_reaches(path: str | os.PathLike, baseline: Config, reads: set[str], key: str, value: Any) -> None:
+    """Refuse an override of a variable the config builds other values from when none of them changes: it would only
+    change a copy that nothing reads (a value built from it in another way, or not at all)."""
+    parts = key.removeprefix(_ADD).split(".")
+    name = parts[0]
+    if name not in reads or name.endswith(_SECTION_SUFFIXES) or name not in baseline:
+        return
+    alone = _read(Config, path, {key: value})[0]
+    changed = {k for k in {*baseline, *alone} if baseline.get(k, _ABSENT) != alone.get(k, _ABSENT)}
+    if changed - {name} or not changed:  # it reaches another value, or sets what is already there
+        return
+    from densevision.splits import SPLITS, split_dataset_key  # the splits module builds on this one
+
+    rest = ".".join(parts[1:])
+    places = _places_of(baseline[name], baseline, exclude=name)
+    places += [split_dataset_key(baseline, s) for s in SPLITS if name == f"{s}_dataset"]  # the split's own dataset
+    uses = [
+        place
+        for place in dict.fromkeys(places)
+        if place and place != name and (not rest or _has_path(baseline, f"{place}.{rest}"))
+    ]
+    instead = " or ".join(repr(f"{place}.{rest}" if rest else place) for place in uses)
+    hint = f"set {instead} instead" if uses else f"no value the program reads is built from {name!r} after it is set"
+    raise ConfigError(f"override {key!r} cannot take effect: it changes only the variable {name!r}; {hint}")
+
+
+_ABSENT = object()
+
+
+def _places_of(target: Any, cfg: Mapping[str, Any], exclude: str) -> list[str]:
+    """The dotted keys in ``cfg`` (outside the top-level ``exclude``) whose value equals ``target``."""
+    found: list[str] = []
+
+    def visit(node: Any, where: str) -> None:
+        if where and node == target:
+            found.append(where)
+            return
+        children = node.items() if isinstance(node, Mapping) else enumerate(node) if isinstance(node, list) else ()
+        for child_key, child in children:
+            if not (not where and child_key == exclude):
+                visit(child, f"{where}.{child_key}" if where else str(child_key))
+
+    visit(cfg, "")
+    return found
+
+
+def _has_path(cfg: Mapping[str, Any], dotted: str) -> bool:
+    node: Any = cfg
+    for part in dotted.split("."):
+        node = _child(node, part)
+        if node is None:
+            return False
+    return True
 
 
 def parse_cfg_options(items: Iterable[str]) -> dict[str, Any]:
@@ -225,8 +376,9 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-def _load(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+def _load(path: Path, chain: tuple[Path, ...], overrides: _Overrides, reads: set[str]) -> dict[str, Any]:
     """The merged contents of the config at ``path`` (resolved); ``chain`` is the files that led here, for cycles.
+    ``reads`` collects the names the files read (the variables other values are built from).
 
     The bases are loaded first and their values are visible in the child as plain names (copies), so a child can
     compose what its bases define: ``train_dataloader = dict(batch_size=3, dataset=train_dataset)``.
@@ -234,11 +386,12 @@ def _load(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
     if path in chain:
         cycle = " -> ".join(_display(p) for p in (*chain[chain.index(path) :], path))
         raise ConfigError(f"cyclic _base_ in config files: {cycle}")
-    code, declared_bases = _compile(path)
+    statements, declared_bases, names_read = _compile(path)
+    reads |= names_read
     merged: dict[str, Any] = {}
     for base in _base_paths(declared_bases, path):
-        merged = _merge(merged, _load(base, (*chain, path)))
-    namespace = _execute(path, code, copy.deepcopy(merged))
+        merged = _merge(merged, _load(base, (*chain, path), overrides, reads))
+    namespace = _execute(path, statements, copy.deepcopy(merged), overrides)
     own = {
         key: value
         for key, value in namespace.items()
@@ -248,8 +401,9 @@ def _load(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
     return _merge(merged, own)
 
 
-def _compile(path: Path) -> tuple[CodeType, Any]:
-    """The compiled config and its ``_base_`` value, read before running it (a literal: the bases run first).
+def _compile(path: Path) -> tuple[list[CodeType], Any, set[str]]:
+    """The config's top-level statements, compiled one by one, its ``_base_`` value, read before running it (a
+    literal: the bases run first), and the names its code reads.
 
     YAML or JSON given as a config fails here with a message saying that configs are Python: by suffix, as a syntax
     error, or as YAML's ``key: value`` lines, which Python reads as annotations that assign nothing.
@@ -284,18 +438,61 @@ def _compile(path: Path) -> tuple[CodeType, Any]:
                 raise ConfigError(
                     f"_base_ in config {_display(path)}, line {node.lineno} must be a literal path or list of paths"
                 ) from None
-    return compile(tree, str(path), "exec"), bases
+    statements = [compile(ast.Module(body=[node], type_ignores=[]), str(path), "exec") for node in tree.body]
+    reads = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)}
+    return statements, bases, reads
 
 
-def _execute(path: Path, code: CodeType, inherited: dict[str, Any]) -> dict[str, Any]:
+def _execute(
+    path: Path, statements: list[CodeType], inherited: dict[str, Any], overrides: _Overrides
+) -> dict[str, Any]:
+    """Run the statements in one namespace, applying the overrides after each: a name stays overridden when a later
+    statement (or file) assigns or changes it, and the next statements build from the overridden value."""
     namespace: dict[str, Any] = {**inherited, "__file__": str(path), "__name__": f"densevision_config.{path.stem}"}
     try:
-        exec(code, namespace)
+        for statement in statements:
+            exec(statement, namespace)
+            overrides.apply_to(namespace)
     except Exception as err:
         lines = [frame.lineno for frame in traceback.extract_tb(err.__traceback__) if frame.filename == str(path)]
         where = f", line {lines[-1]}" if lines else ""
         raise ConfigError(f"error while executing config {_display(path)}{where}: {type(err).__name__}: {err}") from err
     return namespace
+
+
+class _Overrides:
+    """Overrides set on a config file's variables while it runs. Lenient: a key whose parent is not there (yet) is
+    skipped, and a key is only added where it carries ``+``; ``load_config`` has checked every key beforehand."""
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        self.items = [
+            (str(key).removeprefix(_ADD).split("."), value, str(key).startswith(_ADD)) for key, value in options.items()
+        ]
+
+    def apply_to(self, namespace: dict[str, Any]) -> None:
+        for parts, value, adding in self.items:
+            node: Any = namespace
+            for part in parts[:-1]:
+                node = _child(node, part)
+                if node is None:
+                    break
+            else:
+                _set_if_present(node, parts[-1], value, adding=adding and len(parts) > 1)
+
+
+def _child(node: Any, part: str) -> Any:
+    if isinstance(node, dict):
+        return node.get(part)
+    if isinstance(node, list) and _is_int(part) and -len(node) <= int(part) < len(node):
+        return node[int(part)]
+    return None
+
+
+def _set_if_present(node: Any, part: str, value: Any, adding: bool) -> None:
+    if isinstance(node, dict) and (part in node or adding) and (part not in node or node[part] != value):
+        node[part] = copy.deepcopy(value)
+    elif isinstance(node, list) and _is_int(part) and -len(node) <= int(part) < len(node) and node[int(part)] != value:
+        node[int(part)] = copy.deepcopy(value)
 
 
 def _base_paths(base: Any, path: Path) -> list[Path]:
