@@ -293,15 +293,14 @@ def _check_override_reaches(path: str | os.PathLike, baseline: Config, reads: se
         return
     from densevision.splits import SPLITS, split_dataset_key  # the splits module builds on this one
 
-    rest = ".".join(parts[1:])
     places = _places_of(baseline[name], baseline, exclude=name)
     places += [split_dataset_key(baseline, s) for s in SPLITS if name == f"{s}_dataset"]  # the split's own dataset
-    uses = [
-        place
+    uses = [  # where the rest of the key fits: its parent is there
+        ".".join([place, *parts[1:]])
         for place in dict.fromkeys(places)
-        if place and place != name and (not rest or _has_path(baseline, f"{place}.{rest}"))
+        if place and place != name and _has_path(baseline, ".".join([place, *parts[1:-1]]))
     ]
-    instead = " or ".join(repr(f"{place}.{rest}" if rest else place) for place in uses)
+    instead = " or ".join(repr(use if _has_path(baseline, use) else f"{_ADD}{use}") for use in uses)
     hint = f"set {instead} instead" if uses else f"no value the program reads is built from {name!r} after it is set"
     raise ConfigError(f"override {key!r} cannot take effect: it changes only the variable {name!r}; {hint}")
 
@@ -465,7 +464,7 @@ class _Overrides:
     skipped, and a key is only added where it carries ``+``; ``load_config`` has checked every key beforehand."""
 
     def __init__(self, options: Mapping[str, Any]) -> None:
-        self.items = [
+        self.items: list[tuple[list[str], Any, bool]] = [
             (str(key).removeprefix(_ADD).split("."), value, str(key).startswith(_ADD)) for key, value in options.items()
         ]
 
@@ -476,8 +475,9 @@ class _Overrides:
                 node = _child(node, part)
                 if node is None:
                     break
-            else:
-                _set_if_present(node, parts[-1], value, adding=adding and len(parts) > 1)
+            else:  # a new argument of a buildable dict is added like a +key (load_config accepts both)
+                new_argument = len(parts) > 1 and isinstance(node, dict) and "type" in node
+                _set_if_present(node, parts[-1], value, adding=new_argument or (adding and len(parts) > 1))
 
 
 def _child(node: Any, part: str) -> Any:
