@@ -242,8 +242,8 @@ def _read(cls: type[Config], path: str | os.PathLike, overrides: Mapping[str, An
 
 def _check_override_key(cfg: Mapping[str, Any], key: str) -> None:
     """Every part of ``key`` must exist in ``cfg``; only the last may be new: with ``+``, or as a new argument of a
-    buildable dict (one with a ``type``) that is not close to a key it has. A new key elsewhere is almost always a
-    typo (``train_cfg.max_epoch``) that would otherwise be ignored silently."""
+    buildable dict (one with a ``type``: its constructor refuses a misspelt one when it is built). A new key elsewhere
+    is almost always a typo (``train_cfg.max_epoch``) that would otherwise be ignored silently."""
     adding = key.startswith(_ADD)
     dotted = key.removeprefix(_ADD)
     node: Any = cfg
@@ -263,15 +263,13 @@ def _check_override_key(cfg: Mapping[str, Any], key: str) -> None:
                 raise ConfigError(f"config key {dotted!r} exists: set it with {dotted}=..., without {_ADD!r}")
             node = node[part]
             continue
-        if last and adding:
+        if last and (adding or "type" in node):  # a constructor refuses an argument it does not take, naming it
             return
         hint = close_matches(part, [str(k) for k in node])
         if hint:
             raise ConfigError(
                 f"unknown config key {key!r} in --cfg-options; did you mean {'.'.join([*parts[:depth], hint[0]])!r}?"
             )
-        if last and "type" in node:
-            return
         addition = f"; to add it, write {_ADD}{dotted}=..." if last else ""
         raise ConfigError(f"unknown config key {key!r} in --cfg-options: {where} has no key {part!r}{addition}")
 

@@ -156,7 +156,7 @@ def test_plus_adds_a_key_the_config_does_not_state() -> None:
         ("+train_cfg.max_epochs=1", r"exists: set it with train_cfg.max_epochs=\.\.\., without '\+'"),
         ("+train_cfg.nested.key=1", r"key '\+train_cfg.nested.key' in --cfg-options: train_cfg has no key 'nested'$"),
         ("train_cfg.max_epoch=1", r"did you mean 'train_cfg.max_epochs'\?$"),
-        ("train_dataset.samples_per_epock=1", r"did you mean 'train_dataset.samples_per_epoch'\?$"),
+        ("train_dataloader.batch_sise=1", r"did you mean 'train_dataloader.batch_size'\?$"),
         ("train_cfg.val_interval=1", r"has no key 'val_interval'; to add it, write \+train_cfg.val_interval=\.\.\.$"),
     ],
 )  # fmt: skip
