@@ -37,9 +37,6 @@ class Config(ConfigDict):
         variables after every statement that runs, then to the merged result: a value built from an overridden name
         (``dict(root=data_root)``, ``dict(dataset=train_dataset)``) is built from the override, in every file.
         """
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
         return read_config(cls, path, overrides or {})[0]
 
     def merge_from_dict(self, options: Mapping[str, Any]) -> None:
@@ -210,6 +207,7 @@ class _Overrides:
 
 
 def child_at(node: Any, part: str) -> Any:
+    """What ``part`` (a dict key, or an index into a list) names under ``node``; ``None`` when there is nothing."""
     if isinstance(node, dict):
         return node.get(part)
     if isinstance(node, list) and is_int(part) and -len(node) <= int(part) < len(node):

@@ -92,6 +92,7 @@ def _check_override_key(cfg: Mapping[str, Any], key: str) -> None:
 
 # Sections a program reads by name (the runner's loaders and metrics), never only a variable to build from.
 _SECTION_SUFFIXES = ("_dataloader", "_evaluator")
+_ABSENT = object()  # a key one config has and the other lacks
 
 
 def _check_override_reaches(path: str | os.PathLike, baseline: Config, reads: set[str], key: str, value: Any) -> None:
@@ -117,9 +118,6 @@ def _check_override_reaches(path: str | os.PathLike, baseline: Config, reads: se
     instead = " or ".join(repr(use if _has_path(baseline, use) else f"{ADD_PREFIX}{use}") for use in uses)
     hint = f"set {instead} instead" if uses else f"no value the program reads is built from {name!r} after it is set"
     raise ConfigError(f"override {key!r} cannot take effect: it changes only the variable {name!r}; {hint}")
-
-
-_ABSENT = object()
 
 
 def _places_of(target: Any, cfg: Mapping[str, Any], exclude: str) -> list[str]:
