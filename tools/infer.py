@@ -5,7 +5,8 @@ on the task the config trains: segmentation writes ``<stem>_mask.png`` (class in
 ``<stem>_overlay.png`` per image (``--tile-size`` predicts large images in overlapping tiles, chosen by itself for
 images of more than ``--max-pixels``); classification writes
 ``predictions.csv``; detection draws boxes into ``<stem>_boxes.png`` and writes ``results.json`` (COCO format).
-``python tools/infer.py CONFIG CHECKPOINT INPUT --help`` lists the options of the config's task.
+``python tools/infer.py CONFIG CHECKPOINT INPUT --help`` lists the options of the config's task. Images are prepared
+(normalised) as the dataset of the config's test loader does (else val's, else train's), ``--cfg-options`` included.
 
 ``--backend auto`` (the default) runs the fastest path that is exact in float32: on CPU the model exported to ONNX
 and run by onnxruntime (exported once and cached beside the checkpoint as ``CHECKPOINT.<key>.onnx``, checked against
