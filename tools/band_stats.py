@@ -9,6 +9,7 @@ config (mean and std in units of ``max_pixel_value``: 65535 for uint16 data, 255
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
@@ -16,9 +17,10 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import densevision.data  # noqa: E402,F401  (registers the datasets)
 from densevision.cli import entry_point  # noqa: E402
-from densevision.config import Config, parse_cfg_options  # noqa: E402
+from densevision.config import load_config  # noqa: E402
 from densevision.data.raster import BandStatistics, band_values  # noqa: E402
 from densevision.registry import DATASETS, ConfigError  # noqa: E402
+from densevision.splits import split_dataset_cfg, split_dataset_key  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -32,14 +34,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 @entry_point
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
-    cfg.merge_from_dict(parse_cfg_options(args.cfg_options))
-    loader = cfg.get(f"{args.split}_dataloader")
-    key, dataset_cfg = f"{args.split}_dataloader.dataset", loader.get("dataset") if isinstance(loader, dict) else None
-    if dataset_cfg is None:
-        key, dataset_cfg = f"{args.split}_dataset", cfg.get(f"{args.split}_dataset")
-    if dataset_cfg is None:
-        raise ConfigError(f"{args.config} defines neither {args.split}_dataloader.dataset nor {args.split}_dataset")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # on stderr: says what --cfg-options overrode
+    cfg = load_config(args.config, args.cfg_options)
+    dataset_cfg = split_dataset_cfg(cfg, args.split)
+    key = split_dataset_key(cfg, args.split)
     dataset = DATASETS.build({**dataset_cfg, "pipeline": None})  # the values as read, before any augmentation
     stats = BandStatistics()
     for chunk in band_values(dataset):

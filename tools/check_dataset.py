@@ -10,6 +10,7 @@ problem was found.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Mapping
@@ -19,9 +20,10 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import densevision.data  # noqa: E402,F401  (registers the datasets)
 from densevision.cli import entry_point, one_line  # noqa: E402
-from densevision.config import Config, parse_cfg_options  # noqa: E402
+from densevision.config import Config, load_config  # noqa: E402
 from densevision.data.checks import DatasetError  # noqa: E402
-from densevision.registry import DATASETS, ConfigError  # noqa: E402
+from densevision.registry import DATASETS  # noqa: E402
+from densevision.splits import split_dataset_cfg, split_dataset_key  # noqa: E402
 
 DEFAULT_IN_CHANS = 3  # what every densevision architecture takes unless its config says in_chans
 
@@ -46,17 +48,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE", help="override config values")
     return parser.parse_args(argv)
-
-
-def dataset_config(cfg: Config, split: str, source: str) -> tuple[str, dict]:
-    """What the runner would load (``<split>_dataloader.dataset``), else the base configs' ``<split>_dataset``."""
-    loader = cfg.get(f"{split}_dataloader")
-    if isinstance(loader, dict) and loader.get("dataset") is not None:
-        return f"{split}_dataloader.dataset", loader["dataset"]
-    if cfg.get(f"{split}_dataset") is not None:
-        return f"{split}_dataset", cfg[f"{split}_dataset"]
-    defined = sorted(k for k in cfg if k.endswith(("_dataset", "_dataloader")) and cfg[k] is not None)
-    raise ConfigError(f"{source} defines neither {split}_dataloader.dataset nor {split}_dataset; it defines {defined}")
 
 
 def model_in_chans(cfg: Config) -> tuple[int, str] | None:
@@ -99,9 +90,10 @@ class Listing:
 @entry_point
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
-    cfg.merge_from_dict(parse_cfg_options(args.cfg_options))
-    key, dataset_cfg = dataset_config(cfg, args.split, args.config)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # says what --cfg-options overrode
+    cfg = load_config(args.config, args.cfg_options)
+    dataset_cfg = split_dataset_cfg(cfg, args.split)
+    key = split_dataset_key(cfg, args.split)
     try:
         dataset = DATASETS.build(dataset_cfg)
     except DatasetError as err:

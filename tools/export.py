@@ -8,13 +8,14 @@ difference from PyTorch is printed; above ``--atol`` the export counts as failed
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from densevision.cli import entry_point  # noqa: E402
-from densevision.config import Config, parse_cfg_options  # noqa: E402
+from densevision.config import load_config  # noqa: E402
 from densevision.export import EXPORTERS, export_and_check  # noqa: E402
 from densevision.inference import load_task  # noqa: E402
 
@@ -36,8 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 @entry_point
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
-    cfg.merge_from_dict(parse_cfg_options(args.cfg_options))
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # says what --cfg-options overrode
+    cfg = load_config(args.config, args.cfg_options)
     task = load_task(cfg, args.checkpoint, device="cpu")
     result = export_and_check(
         task,

@@ -14,7 +14,8 @@ import sys
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from densevision.cli import entry_point  # noqa: E402
-from densevision.engine.launch import load_config, run_test  # noqa: E402
+from densevision.config import load_config  # noqa: E402
+from densevision.engine.launch import run_test  # noqa: E402
 from densevision.precision import PRECISIONS  # noqa: E402
 
 

@@ -15,7 +15,8 @@ import sys
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from densevision.cli import entry_point  # noqa: E402
-from densevision.engine.launch import load_config, run_training  # noqa: E402
+from densevision.config import load_config  # noqa: E402
+from densevision.engine.launch import run_training  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

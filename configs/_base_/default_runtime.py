@@ -1,5 +1,6 @@
 # Runtime defaults every top-level config inherits: every key the Runner reads, with its default value.
-# Models, datasets and schedules come from the other _base_ files; overrides: --cfg-options key.sub=value.
+# Models, datasets and schedules come from the other _base_ files; overrides: --cfg-options key.sub=value
+# (+key.sub=value adds a key the configs do not state).
 
 work_dir = None  # None: tools/train.py uses work_dirs/<config file name>; --work-dir overrides
 seed = 0  # seeds Python, NumPy and torch; data-loader workers get per-rank, per-worker seeds derived from it

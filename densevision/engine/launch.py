@@ -1,4 +1,5 @@
-"""What tools/train.py and tools/test.py do, as functions: load and override the config, run, write results.
+"""What tools/train.py and tools/test.py do, as functions: run, write results (``load_config``, re-exported here,
+lives in ``densevision.config``).
 
 The tools only parse arguments; ``densevision.cli.entry_point`` turns user errors into one ``error: ...`` line.
 """
@@ -6,73 +7,35 @@ The tools only parse arguments; ``densevision.cli.entry_point`` turns user error
 from __future__ import annotations
 
 import json
+import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from densevision.config import Config, parse_cfg_options
+from densevision.config import Config, load_config
 from densevision.engine import distributed
 from densevision.engine.runner import Runner
-from densevision.registry import ConfigError, close_matches
 
 __all__ = ["load_config", "run_training", "run_test", "write_json"]
 
 
-def _check_override_key(cfg: Mapping[str, Any], dotted: str) -> None:
-    """Every part of an override must exist, except new arguments of a buildable dict (one with a ``type``).
-
-    Runner sections (``train_cfg``, ``optim_wrapper``...) and the top level accept no new keys: there a new key is
-    almost always a typo (``train_cfg.max_epoch``) that would otherwise be ignored silently.
-    """
-    node: Any = cfg
-    parts = dotted.split(".")
-    for depth, part in enumerate(parts):
-        where = ".".join(parts[:depth]) or "the config"
-        if isinstance(node, (list, tuple)):
-            if not part.lstrip("-").isdigit() or not -len(node) <= int(part) < len(node):
-                raise ConfigError(f"unknown config key {dotted!r} in --cfg-options: {where} has no item {part!r}")
-            node = node[int(part)]
-            continue
-        if not isinstance(node, Mapping):
-            raise ConfigError(f"unknown config key {dotted!r} in --cfg-options: {where} is not a dict")
-        if part not in node:
-            if depth == len(parts) - 1 and "type" in node:
-                return
-            hint = close_matches(part, [str(k) for k in node])
-            suggestion = f"; did you mean {'.'.join([*parts[:depth], hint[0]])!r}?" if hint else ""
-            raise ConfigError(f"unknown config key {dotted!r} in --cfg-options{suggestion}")
-        node = node[part]
-
-
-def load_config(
-    path: str | os.PathLike,
-    cfg_options: Sequence[str] = (),
-    *,
-    work_dir: str | os.PathLike | None = None,
-    **settings: Any,
-) -> Config:
-    """Read ``path``, apply ``key=value`` overrides (keys must exist), then the tools' settings (``resume``,
-    ``launcher``). ``work_dir``: the argument, else the config's, else ``work_dirs/<config name>``."""
-    cfg = Config.fromfile(path)
-    options = parse_cfg_options(cfg_options)
-    for key in options:
-        _check_override_key(cfg, key)
-    cfg.merge_from_dict(options)
-    if work_dir is not None:
-        cfg["work_dir"] = str(work_dir)
-    elif not cfg.get("work_dir"):
-        cfg["work_dir"] = str(Path("work_dirs") / Path(path).stem)
-    for key, value in settings.items():
-        if value is not None:
-            cfg[key] = value
-    return cfg
-
-
 def write_json(data: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """``data`` as strict JSON: a NaN or infinite metric (a class without objects) is ``null``, which every JSON
+    reader accepts, where ``json.dumps`` would write a bare ``NaN``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(dict(data), indent=2) + "\n")
+    path.write_text(json.dumps(_finite_or_null(dict(data)), indent=2, allow_nan=False) + "\n")
+
+
+def _finite_or_null(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {key: _finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(item) for item in value]
+    return value
 
 
 def run_training(cfg: Config) -> dict[str, float]:

@@ -190,7 +190,7 @@ def test_every_tool_says_configs_are_python_files(tmp_path, capsys, tool_name, n
     [
         (["--split", "tset"], r"error: .*toy_config\.py defines neither tset_dataloader\.dataset nor tset_dataset"),
         (["--cfg-options", "dataset.num_samples=[8,"], r"error: cannot parse the value '\[8,' of config option"),
-        (["--cfg-options", "nowhere.x=1"], r"error: cannot apply override 'nowhere.x': the config has no key"),
+        (["--cfg-options", "nowhere.x=1"], r"error: unknown config key 'nowhere\.x' in --cfg-options"),
         (["--cfg-options", "train_dataloader.dataset.type=Nope"], r"error: unknown type 'Nope' in registry 'datasets'"),
     ],
 )
