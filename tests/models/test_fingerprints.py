@@ -18,7 +18,12 @@ from densevision.registry import MODELS
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 TINY_DSOD = dict(
-    num_classes=4, image_size=64, stem_channels=(8, 8, 16), growth_rate=4, block_config=(2, 1, 1, 2), extra_channels=(8, 8)
+    num_classes=4,
+    image_size=64,
+    stem_channels=(8, 8, 16),
+    growth_rate=4,
+    block_config=(2, 1, 1, 2),
+    extra_channels=(8, 8),
 )
 TINY_SSD_ENCODER = dict(type="densenet121", growth_rate=4, stem_channels=8, out_indices=(2, 3, 4))
 
