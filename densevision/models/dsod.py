@@ -360,18 +360,21 @@ class SSD(SingleShotDetector):
         return sources
 
 
-# DSOD300's box sizes and steps in pixels (the authors' prototxt); its architecture is DSOD's defaults.
+# DSOD300's box sizes and steps in pixels and its unclipped boxes (the authors' prototxt: PriorBox clip: false, so the
+# large boxes of the 3x3 and 2x2 maps reach past the image); its architecture is DSOD's defaults.
 _DSOD300 = dict(
     image_size=300,
     min_sizes=(30, 60, 111, 162, 213, 264),
     max_sizes=(60, 111, 162, 213, 264, 315),
     steps=(8, 16, 32, 64, 100, 300),
+    clip=False,
 )
 
 
 @MODELS.register_module()
 def dsod300(**kwargs: Any) -> DSOD:
-    """DSOD300: 8,744 default boxes at 300×300, 14.7 M trainable parameters at 21 classes (VOC)."""
+    """DSOD300: 8,744 default boxes at 300×300, unclipped as the authors' (``clip=True`` clamps 26 of them to the
+    image), 14.7 M trainable parameters at 21 classes (VOC)."""
     return DSOD(**{**_DSOD300, **kwargs})
 
 
