@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
@@ -19,14 +20,24 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["DenseLayer", "DenseBlock", "Transition", "make_act", "resolve_norm_layer"]
+from densevision.registry import ConfigError
+
+__all__ = [
+    "DenseLayer",
+    "DenseBlock",
+    "Transition",
+    "dense_stage",
+    "make_act",
+    "resolve_act_layer",
+    "resolve_norm_act",
+    "resolve_norm_layer",
+]
 
 NormLayer = Callable[[int], nn.Module]
 ActLayer = Callable[..., nn.Module]
-# What a config may write for a norm layer: a callable, a name, or dict(type=name, **options).
+# What a config may write for a norm or activation layer: a class or other callable, a name, or dict(type=name, ...).
 NormSpec = NormLayer | str | Mapping[str, Any]
-
-_NORM_LAYERS: dict[str, Callable[..., nn.Module]] = {"BatchNorm2d": nn.BatchNorm2d, "SyncBatchNorm": nn.SyncBatchNorm}
+ActSpec = ActLayer | str | Mapping[str, Any]
 
 
 def _group_norm(channels: int, *, num_groups: int = 32, **options: Any) -> nn.GroupNorm:
@@ -35,28 +46,67 @@ def _group_norm(channels: int, *, num_groups: int = 32, **options: Any) -> nn.Gr
     return nn.GroupNorm(groups, channels, **options)
 
 
-def resolve_norm_layer(spec: NormSpec) -> NormLayer:
-    """A ``channels -> module`` factory from a config value, so small-batch detectors can swap BatchNorm.
+# Names as timm writes them ('batchnorm', 'groupnorm'), matched without case or underscores, so 'BatchNorm2d',
+# 'sync_batchnorm' and 'GroupNorm' name the same layers.
+_NORM_LAYERS: dict[str, Callable[..., nn.Module]] = {
+    "batchnorm": nn.BatchNorm2d,
+    "batchnorm2d": nn.BatchNorm2d,
+    "syncbatchnorm": nn.SyncBatchNorm,
+    "groupnorm": _group_norm,
+}
+_ACT_LAYERS: dict[str, Callable[..., nn.Module]] = {
+    "relu": nn.ReLU,
+    "relu6": nn.ReLU6,
+    "leakyrelu": nn.LeakyReLU,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "swish": nn.SiLU,
+    "mish": nn.Mish,
+    "hardswish": nn.Hardswish,
+    "prelu": nn.PReLU,
+}
 
-    ``spec`` is a callable (returned as is), ``'BatchNorm2d'``, ``'SyncBatchNorm'``, ``'GroupNorm'`` (32 groups) or a
-    dict such as ``dict(type='GroupNorm', num_groups=16)`` whose other keys go to the layer. GroupNorm takes the largest
-    group count not above ``num_groups`` that divides each layer's channel count.
-    """
+
+def _resolve_layer(spec: Any, table: Mapping[str, Callable[..., nn.Module]], argument: str) -> Callable[..., nn.Module]:
     if callable(spec):
         return spec
     if isinstance(spec, str):
         kind, options = spec, {}
-    elif isinstance(spec, Mapping) and "type" in spec:
+    elif isinstance(spec, Mapping) and isinstance(spec.get("type"), str):
         kind, options = spec["type"], {k: v for k, v in spec.items() if k != "type"}
     else:
-        raise ValueError(f"norm_layer must be a callable, a name or dict(type=name, ...), got {spec!r}")
-    if kind == "GroupNorm":
-        if int(options.get("num_groups", 32)) < 1:
-            raise ValueError(f"norm_layer GroupNorm needs num_groups >= 1, got {spec!r}")
-        return functools.partial(_group_norm, **options)
-    if kind not in _NORM_LAYERS:
-        raise ValueError(f"norm_layer type must be one of {sorted([*_NORM_LAYERS, 'GroupNorm'])}, got {kind!r}")
-    return functools.partial(_NORM_LAYERS[kind], **options) if options else _NORM_LAYERS[kind]
+        raise ConfigError(f"{argument} must be a class, a callable, a name or dict(type=name, ...), got {spec!r}")
+    layer = table.get(kind.lower().replace("_", ""))
+    if layer is None:
+        raise ConfigError(f"{argument} type must be one of {sorted(table)} (any case, '_' ignored), got {kind!r}")
+    return functools.partial(layer, **options) if options else layer
+
+
+def resolve_norm_layer(spec: NormSpec) -> NormLayer:
+    """A ``channels -> module`` factory from a config value, so small-batch detectors can swap BatchNorm.
+
+    ``spec`` is a class or callable (returned as is: ``nn.BatchNorm2d``, ``functools.partial(nn.GroupNorm, 8)``,
+    torchvision's ``FrozenBatchNorm2d``), a name (``'batchnorm'``/``'BatchNorm2d'``, ``'syncbatchnorm'``,
+    ``'groupnorm'``: 32 groups) or a dict such as ``dict(type='GroupNorm', num_groups=16)`` whose other keys go to the
+    layer. GroupNorm takes the largest group count not above ``num_groups`` that divides each layer's channel count.
+    """
+    layer = _resolve_layer(spec, _NORM_LAYERS, "norm_layer")
+    group_norm = isinstance(layer, functools.partial) and layer.func is _group_norm
+    if group_norm and int(layer.keywords.get("num_groups", 32)) < 1:
+        raise ConfigError(f"norm_layer GroupNorm needs num_groups >= 1, got {spec!r}")
+    return layer
+
+
+def resolve_act_layer(spec: ActSpec) -> ActLayer:
+    """An activation factory from a config value: a class or callable (as is), a name (``'relu'``, ``'silu'``,
+    ``'gelu'``, ``'leaky_relu'``, ...) or a dict such as ``dict(type='leaky_relu', negative_slope=0.1)``."""
+    return _resolve_layer(spec, _ACT_LAYERS, "act_layer")
+
+
+def resolve_norm_act(norm_layer: NormSpec, act_layer: ActSpec) -> tuple[NormLayer, ActLayer]:
+    """Both factories every densevision network takes (``norm_layer``/``act_layer``, as timm's models do)."""
+    return resolve_norm_layer(norm_layer), resolve_act_layer(act_layer)
 
 
 def make_act(act_layer: ActLayer) -> nn.Module:
@@ -578,3 +628,59 @@ class Transition(nn.Sequential):
         elif pool is not None:
             raise ValueError(f"Transition pool must be 'avg', 'max' or None, got {pool!r}")
         self.out_channels = out_channels
+
+
+def dense_stage(
+    num_layers: int,
+    in_channels: int,
+    growth_rate: int,
+    *,
+    transition: bool = True,
+    compression: float = 1.0,
+    transition_channels: int | None = None,
+    pool: str | None = "avg",
+    ceil_mode: bool = False,
+    bottleneck_width: int | None = 4,
+    drop_rate: float = 0.0,
+    transition_drop_rate: float = 0.0,
+    conv_bias: bool = False,
+    memory_efficient: bool = False,
+    norm_layer: NormSpec = nn.BatchNorm2d,
+    act_layer: ActSpec = nn.ReLU,
+) -> tuple[DenseBlock, Transition | None]:
+    """One encoder stage: a dense block, then (``transition``) the transition that compresses and pools its output.
+
+    The one stage loop of DenseNet, the FC-DenseNet down path and DSOD, which differ only in these arguments. The
+    transition keeps ``transition_channels`` maps, by default ``floor(compression * block.out_channels)``; the block
+    is built before the transition, so seeded initialisation does not depend on the caller. The caller names the two
+    modules (``denseblock{i}``, ``transition{i}``: the state_dict keys torchvision and the checkpoints use).
+    """
+    norm, act = resolve_norm_act(norm_layer, act_layer)
+    block = DenseBlock(
+        num_layers,
+        in_channels,
+        growth_rate,
+        bottleneck_width=bottleneck_width,
+        drop_rate=drop_rate,
+        conv_bias=conv_bias,
+        memory_efficient=memory_efficient,
+        norm_layer=norm,
+        act_layer=act,
+    )
+    if not transition:
+        return block, None
+    if transition_channels is None:
+        if not 0.0 < compression <= 1.0:
+            raise ConfigError(f"a dense stage's compression must be in (0, 1], got {compression}")
+        transition_channels = int(math.floor(compression * block.out_channels))
+    down = Transition(
+        block.out_channels,
+        transition_channels,
+        pool=pool,
+        drop_rate=transition_drop_rate,
+        conv_bias=conv_bias,
+        ceil_mode=ceil_mode,
+        norm_layer=norm,
+        act_layer=act,
+    )
+    return block, down

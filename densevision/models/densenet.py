@@ -7,16 +7,23 @@ names follow torchvision exactly (``features.conv0``, ``features.denseblock{i}.d
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from torch import Tensor, nn
 
-from densevision.models.blocks import ActLayer, DenseBlock, NormLayer, Transition, make_act
-from densevision.models.heads import ClassifierHead
-from densevision.registry import MODELS
+from densevision.models.blocks import (
+    ActLayer,
+    ActSpec,
+    NormLayer,
+    NormSpec,
+    Transition,
+    dense_stage,
+    make_act,
+    resolve_norm_act,
+)
+from densevision.registry import HEADS, MODELS
 
 __all__ = [
     "DenseNet",
@@ -53,7 +60,8 @@ _STEMS = {"imagenet": ("relu0", 2, 4), "cifar": ("conv0", 1, 1)}
 
 @MODELS.register_module()
 class DenseNet(nn.Module):
-    """Stem, dense blocks joined by compressing transitions, final BN-act; then a ``ClassifierHead`` or feature maps.
+    """Stem, dense stages (``blocks.dense_stage``: block + compressing transition), final BN-act; then the registered
+    ``ClassifierHead`` (built through ``HEADS``) or feature maps.
 
     ``stem='imagenet'``: Conv7x7/2-BN-act-MaxPool3x3/2 (features at strides 2, 4, 8, 16, 32); ``stem='cifar'``: one
     Conv3x3 (strides 1, 1, 2, 4 for three blocks). Transitions keep ``floor(compression * channels)``.
@@ -83,8 +91,8 @@ class DenseNet(nn.Module):
         global_pool: str = "avg",
         memory_efficient: bool = False,
         out_indices: Sequence[int] | None = None,
-        norm_layer: NormLayer = nn.BatchNorm2d,
-        act_layer: ActLayer = nn.ReLU,
+        norm_layer: NormSpec = nn.BatchNorm2d,
+        act_layer: ActSpec = nn.ReLU,
         default_cfg: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -97,15 +105,19 @@ class DenseNet(nn.Module):
         if in_chans < 1:
             raise ValueError(f"DenseNet in_chans must be >= 1, got {in_chans}")
 
+        norm_layer, act_layer = resolve_norm_act(norm_layer, act_layer)
         self.features = nn.Sequential(OrderedDict(self._stem(stem, in_chans, stem_channels, norm_layer, act_layer)))
         stem_tap, stem_reduction, reduction = _STEMS[stem]
         stages = [dict(num_chs=stem_channels, reduction=stem_reduction, module=f"features.{stem_tap}")]
         channels = stem_channels
         for i, num_layers in enumerate(block_config, start=1):
-            block = DenseBlock(
+            last = i == len(block_config)
+            block, transition = dense_stage(
                 num_layers,
                 channels,
                 growth_rate,
+                transition=not last,
+                compression=compression,
                 bottleneck_width=bottleneck_width,
                 drop_rate=drop_rate,
                 memory_efficient=memory_efficient,
@@ -114,12 +126,10 @@ class DenseNet(nn.Module):
             )
             self.features.add_module(f"denseblock{i}", block)
             channels = block.out_channels
-            if i < len(block_config):
-                out_channels = int(math.floor(compression * channels))
-                transition = Transition(channels, out_channels, norm_layer=norm_layer, act_layer=act_layer)
+            if transition is not None:
                 self.features.add_module(f"transition{i}", transition)
                 stages.append(dict(num_chs=channels, reduction=reduction, module=f"features.transition{i}.relu"))
-                channels = out_channels
+                channels = transition.out_channels
                 reduction *= 2
             else:
                 self.features.add_module("norm5", norm_layer(channels))
@@ -178,8 +188,10 @@ class DenseNet(nn.Module):
             raise ValueError("this DenseNet was built as an encoder (out_indices set) and has no classifier")
         if global_pool is not None:
             self.global_pool = global_pool
-        self.classifier = ClassifierHead(
-            self.num_features, num_classes, pool_type=self.global_pool, drop_rate=self.head_drop_rate
+        self.classifier = HEADS.build(
+            dict(type="ClassifierHead", pool_type=self.global_pool, drop_rate=self.head_drop_rate),
+            in_channels=self.num_features,
+            num_classes=num_classes,
         )
         self.num_classes = num_classes
 

@@ -1,6 +1,6 @@
 """Single-shot detectors: DSOD (Shen et al., ICCV 2017), trained from scratch, and SSD on any densevision encoder.
 
-DSOD's backbone is ``blocks.DenseBlock`` / ``blocks.Transition`` with DSOD's arguments (k=48, bottleneck 4k, no
+DSOD's backbone is four ``blocks.dense_stage`` (dense block + transition) with DSOD's arguments (k=48, bottleneck 4k, no
 compression, Caffe's ceil-mode max pooling); its dense prediction structure joins, at each scale, a *learning half*
 (new convolutions on the previous scale) and a *reusing half* (the previous scale max-pooled and compressed).
 
@@ -18,9 +18,19 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from densevision.models.blocks import DenseBlock, NormLayer, NormSpec, Transition, resolve_norm_layer
-from densevision.models.heads.ssd import SSDHead, default_aspect_ratios, default_boxes, feature_sizes, ssd_box_sizes
-from densevision.registry import MODELS
+from densevision.models.blocks import (
+    ActLayer,
+    ActSpec,
+    NormLayer,
+    NormSpec,
+    dense_stage,
+    make_act,
+    resolve_act_layer,
+    resolve_norm_act,
+    resolve_norm_layer,
+)
+from densevision.models.heads.ssd import default_aspect_ratios, default_boxes, feature_sizes, ssd_box_sizes
+from densevision.registry import HEADS, MODELS
 
 __all__ = ["SingleShotDetector", "DenseScale", "DSOD", "SSD", "dsod300", "ssd300_densenet121"]
 
@@ -34,20 +44,32 @@ def _pair(size: int | Sequence[int]) -> tuple[int, int]:
 
 
 def _bn_act_conv(
-    in_channels: int, out_channels: int, norm_layer: NormLayer, *, kernel_size: int = 1, stride: int = 1
+    in_channels: int,
+    out_channels: int,
+    norm_layer: NormLayer,
+    act_layer: ActLayer,
+    *,
+    kernel_size: int = 1,
+    stride: int = 1,
 ) -> nn.Sequential:
     """Pre-activation BN-ReLU-Conv (no bias), DSOD's unit outside the dense blocks."""
     conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, bias=False)
     return nn.Sequential(
-        OrderedDict([("norm", norm_layer(in_channels)), ("relu", nn.ReLU(inplace=True)), ("conv", conv)])
+        OrderedDict([("norm", norm_layer(in_channels)), ("relu", make_act(act_layer)), ("conv", conv)])
     )
 
 
 def _conv_bn_act(
-    in_channels: int, out_channels: int, norm_layer: NormLayer, *, kernel_size: int, stride: int = 1
+    in_channels: int,
+    out_channels: int,
+    norm_layer: NormLayer,
+    act_layer: ActLayer,
+    *,
+    kernel_size: int,
+    stride: int = 1,
 ) -> list[nn.Module]:
     conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, bias=False)
-    return [conv, norm_layer(out_channels), nn.ReLU(inplace=True)]
+    return [conv, norm_layer(out_channels), make_act(act_layer)]
 
 
 class SingleShotDetector(nn.Module):
@@ -96,7 +118,8 @@ class SingleShotDetector(nn.Module):
         )
         self.feature_sizes = sizes
         self.num_classes = num_classes
-        self.head = SSDHead(
+        self.head = HEADS.build(
+            dict(type="SSDHead"),
             in_channels=source_channels,
             num_anchors=[2 + 2 * len(r) for r in aspect_ratios],
             num_classes=num_classes,
@@ -125,14 +148,17 @@ class DenseScale(nn.Module):
     Learning half BN-ReLU-Conv1x1(C)-BN-ReLU-Conv3x3/2(C); reusing half MaxPool2 (ceil)-BN-ReLU-Conv1x1(C).
     """
 
-    def __init__(self, in_channels: int, channels: int, norm_layer: NormLayer) -> None:
+    def __init__(
+        self, in_channels: int, channels: int, norm_layer: NormLayer = nn.BatchNorm2d, act_layer: ActLayer = nn.ReLU
+    ) -> None:
         super().__init__()
         self.learn = nn.Sequential(
-            _bn_act_conv(in_channels, channels, norm_layer),
-            _bn_act_conv(channels, channels, norm_layer, kernel_size=3, stride=2),
+            _bn_act_conv(in_channels, channels, norm_layer, act_layer),
+            _bn_act_conv(channels, channels, norm_layer, act_layer, kernel_size=3, stride=2),
         )
         self.reuse = nn.Sequential(
-            nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True), _bn_act_conv(in_channels, channels, norm_layer)
+            nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True),
+            _bn_act_conv(in_channels, channels, norm_layer, act_layer),
         )
         self.out_channels = 2 * channels
 
@@ -142,18 +168,20 @@ class DenseScale(nn.Module):
 
 @MODELS.register_module()
 class DSOD(SingleShotDetector):
-    """DSOD: a dense stem and four dense blocks, then the dense prediction structure and an ``SSDHead``.
+    """DSOD: a dense stem and four dense stages, then the dense prediction structure and an ``SSDHead``.
 
     Stem: Conv3x3/2-BN-ReLU then Conv3x3-BN-ReLU per further ``stem_channels`` entry, MaxPool2 (300 → 150 → 75).
     Block 1, transition with max pooling (75 → 38); block 2, transition without pooling: the first source. Max pool
     (38 → 19), block 3, transition w/o pooling, block 4, transition w/o pooling to ``extra_channels[0]``: the learning
     half of the second source, whose reusing half is the first source pooled and compressed to ``extra_channels[0]``.
-    Each further ``extra_channels`` entry C adds a ``DenseScale`` of 2C maps. Transitions do not compress (DSOD).
+    Each further ``extra_channels`` entry C adds a ``DenseScale`` of 2C maps. Transitions do not compress (DSOD). The
+    four stages are ``blocks.dense_stage``.
 
     Priors: ``aspect_ratios`` (default SSD's pattern), ``min_sizes``/``max_sizes`` in pixels (default SSD's Caffe rule
-    at ``min(image_size)``) and ``steps`` (default: even tiling). ``norm_layer`` (a name, dict or callable; see
-    ``resolve_norm_layer``) replaces every BatchNorm, heads included; ``head_norm=False`` gives biased head convs.
-    The defaults are DSOD300's architecture; ``dsod300`` adds the paper's box sizes and steps.
+    at ``min(image_size)``), ``steps`` (default: even tiling) and ``clip`` (widths and heights clamped to the image).
+    ``norm_layer`` (a name, dict or callable; see ``resolve_norm_layer``) replaces every BatchNorm, heads included, and
+    ``act_layer`` (``resolve_act_layer``) every ReLU; ``head_norm=False`` gives biased head convs. The defaults are
+    DSOD300's architecture; ``dsod300`` adds the paper's box sizes, steps and unclipped boxes.
     """
 
     def __init__(
@@ -176,6 +204,7 @@ class DSOD(SingleShotDetector):
         head_norm: bool = True,
         memory_efficient: bool = False,
         norm_layer: NormSpec = "BatchNorm2d",
+        act_layer: ActSpec = "relu",
     ) -> None:
         super().__init__()
         if len(block_config) != 4 or any(n < 1 for n in block_config):
@@ -185,46 +214,46 @@ class DSOD(SingleShotDetector):
                 f"DSOD needs stem_channels and extra_channels, got {tuple(stem_channels)!r} and "
                 f"{tuple(extra_channels)!r}"
             )
-        norm = resolve_norm_layer(norm_layer)
+        norm, act = resolve_norm_act(norm_layer, act_layer)
         self.in_chans = in_chans
         self.image_size = _pair(image_size)
 
         stem: list[tuple[str, nn.Module]] = []
         channels = in_chans
         for i, width in enumerate(stem_channels, start=1):
-            conv, bn, act = _conv_bn_act(channels, width, norm, kernel_size=3, stride=2 if i == 1 else 1)
-            stem += [(f"conv{i}", conv), (f"norm{i}", bn), (f"relu{i}", act)]
+            conv, bn, relu = _conv_bn_act(channels, width, norm, act, kernel_size=3, stride=2 if i == 1 else 1)
+            stem += [(f"conv{i}", conv), (f"norm{i}", bn), (f"relu{i}", relu)]
             channels = width
         stem.append(("pool", nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True)))
         self.stem = nn.Sequential(OrderedDict(stem))
 
         for i, num_layers in enumerate(block_config, start=1):
-            block = DenseBlock(
+            block, transition = dense_stage(
                 num_layers,
                 channels,
                 growth_rate,
+                transition_channels=extra_channels[0] if i == 4 else None,
+                pool="max" if i == 1 else None,
+                ceil_mode=True,
                 bottleneck_width=bottleneck_width,
                 memory_efficient=memory_efficient,
                 norm_layer=norm,
+                act_layer=act,
             )
-            out_channels = extra_channels[0] if i == 4 else block.out_channels
-            pool = "max" if i == 1 else None
             self.add_module(f"denseblock{i}", block)
-            self.add_module(
-                f"transition{i}",
-                Transition(block.out_channels, out_channels, pool=pool, ceil_mode=True, norm_layer=norm),
-            )
+            self.add_module(f"transition{i}", transition)
             if i == 2:
-                first_channels = out_channels
+                first_channels = transition.out_channels
                 self.pool2 = nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True)
-            channels = out_channels
+            channels = transition.out_channels
         self.reuse_first = nn.Sequential(
-            nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True), _bn_act_conv(first_channels, extra_channels[0], norm)
+            nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True),
+            _bn_act_conv(first_channels, extra_channels[0], norm, act),
         )
         sources = [first_channels, 2 * extra_channels[0]]
         self.extras = nn.ModuleList()
         for width in extra_channels[1:]:
-            self.extras.append(DenseScale(sources[-1], width, norm))
+            self.extras.append(DenseScale(sources[-1], width, norm, act))
             sources.append(self.extras[-1].out_channels)
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
@@ -259,9 +288,9 @@ class SSD(SingleShotDetector):
     """SSD on any encoder that returns feature maps and describes them in ``feature_info`` (timm's convention).
 
     ``encoder``: a MODELS config (``dict(type='densenet121', out_indices=(2, 3, 4))``; ``in_chans``,
-    ``memory_efficient`` and a given ``norm_layer`` are passed as defaults) or a module. Each ``extra_channels`` entry C
-    adds Conv1x1(C/2)-norm-ReLU-Conv3x3/2(C)-norm-ReLU on the previous source. ``l2norm_scales`` defaults to
-    SSD's: L2Norm(20) on the first source only. Priors as ``DSOD``.
+    ``memory_efficient`` and a given ``norm_layer``/``act_layer`` are passed as defaults) or a module. Each
+    ``extra_channels`` entry C adds Conv1x1(C/2)-norm-act-Conv3x3/2(C)-norm-act on the previous source.
+    ``l2norm_scales`` defaults to SSD's: L2Norm(20) on the first source only. Priors as ``DSOD``.
     """
 
     def __init__(
@@ -281,15 +310,19 @@ class SSD(SingleShotDetector):
         head_norm: bool = True,
         memory_efficient: bool = False,
         norm_layer: NormSpec | None = None,
+        act_layer: ActSpec | None = None,
     ) -> None:
         super().__init__()
         norm = resolve_norm_layer(norm_layer if norm_layer is not None else nn.BatchNorm2d)
+        act = resolve_act_layer(act_layer if act_layer is not None else nn.ReLU)
         if isinstance(encoder, nn.Module):
             self.encoder = encoder
         else:
             defaults: dict[str, Any] = dict(in_chans=in_chans, memory_efficient=memory_efficient)
             if norm_layer is not None:
                 defaults["norm_layer"] = norm
+            if act_layer is not None:
+                defaults["act_layer"] = act
             self.encoder = MODELS.build(encoder, **defaults)
         if getattr(self.encoder, "out_indices", ()) is None or not hasattr(self.encoder, "feature_info"):
             raise ValueError(
@@ -301,8 +334,8 @@ class SSD(SingleShotDetector):
         sources = [int(info["num_chs"]) for info in self.encoder.feature_info]
         self.extras = nn.ModuleList()
         for width in extra_channels:
-            layers = _conv_bn_act(sources[-1], width // 2, norm, kernel_size=1)
-            layers += _conv_bn_act(width // 2, width, norm, kernel_size=3, stride=2)
+            layers = _conv_bn_act(sources[-1], width // 2, norm, act, kernel_size=1)
+            layers += _conv_bn_act(width // 2, width, norm, act, kernel_size=3, stride=2)
             for layer in layers:
                 if isinstance(layer, nn.Conv2d):
                     nn.init.kaiming_normal_(layer.weight)
@@ -327,18 +360,21 @@ class SSD(SingleShotDetector):
         return sources
 
 
-# DSOD300's box sizes and steps in pixels (the authors' prototxt); its architecture is DSOD's defaults.
+# DSOD300's box sizes and steps in pixels and its unclipped boxes (the authors' prototxt: PriorBox clip: false, so the
+# large boxes of the 3x3 and 2x2 maps reach past the image); its architecture is DSOD's defaults.
 _DSOD300 = dict(
     image_size=300,
     min_sizes=(30, 60, 111, 162, 213, 264),
     max_sizes=(60, 111, 162, 213, 264, 315),
     steps=(8, 16, 32, 64, 100, 300),
+    clip=False,
 )
 
 
 @MODELS.register_module()
 def dsod300(**kwargs: Any) -> DSOD:
-    """DSOD300: 8,744 default boxes at 300×300, 14.7 M trainable parameters at 21 classes (VOC)."""
+    """DSOD300: 8,744 default boxes at 300×300, unclipped as the authors' (``clip=True`` clamps 26 of them to the
+    image), 14.7 M trainable parameters at 21 classes (VOC)."""
     return DSOD(**{**_DSOD300, **kwargs})
 
 

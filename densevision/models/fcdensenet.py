@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from densevision.models.blocks import DenseBlock, Transition
+from densevision.models.blocks import ActSpec, DenseBlock, NormSpec, dense_stage, resolve_norm_act
 from densevision.registry import HEADS, MODELS
 
 __all__ = [
@@ -57,7 +57,8 @@ def check_input(x: Tensor, in_chans: int, min_size: int, owner: str) -> None:
 
 @MODELS.register_module()
 class FCDenseNetEncoder(nn.Module):
-    """FC-DenseNet down path: Conv3x3 stem (no activation), then per level a dense block and a transition down.
+    """FC-DenseNet down path: Conv3x3 stem (no activation), then per level a dense stage (``blocks.dense_stage``: a
+    dense block and a transition down).
 
     Each down block's full output ``[input, new maps]`` is a skip; the transition down (BN-ReLU-Conv1x1(m→m)-Dropout-
     MaxPool2x2) keeps the channel count. ``forward`` returns the skips (strides 1, 2, 4, ...) and the last pooled map,
@@ -73,29 +74,34 @@ class FCDenseNetEncoder(nn.Module):
         in_chans: int = 3,
         drop_rate: float = 0.2,
         memory_efficient: bool = False,
+        norm_layer: NormSpec = nn.BatchNorm2d,
+        act_layer: ActSpec = nn.ReLU,
     ) -> None:
         super().__init__()
         if not down_layers:
             raise ValueError("FCDenseNetEncoder needs at least one down block, got down_layers=()")
+        norm_layer, act_layer = resolve_norm_act(norm_layer, act_layer)
         self.in_chans = in_chans
         self.conv0 = nn.Conv2d(in_chans, stem_channels, kernel_size=3, padding=1, bias=True)
         self.feature_info: list[dict[str, Any]] = []
         channels = stem_channels
         for i, num_layers in enumerate(down_layers, start=1):
-            block = DenseBlock(
+            block, transition = dense_stage(
                 num_layers,
                 channels,
                 growth_rate,
+                pool="max",
                 bottleneck_width=None,
                 drop_rate=drop_rate,
+                transition_drop_rate=drop_rate,
                 conv_bias=True,
                 memory_efficient=memory_efficient,
+                norm_layer=norm_layer,
+                act_layer=act_layer,
             )
             channels = block.out_channels
             self.add_module(f"denseblock{i}", block)
-            self.add_module(
-                f"transition{i}", Transition(channels, channels, pool="max", drop_rate=drop_rate, conv_bias=True)
-            )
+            self.add_module(f"transition{i}", transition)
             self.feature_info.append(dict(num_chs=channels, reduction=2 ** (i - 1), module=f"denseblock{i}"))
         self.feature_info.append(dict(num_chs=channels, reduction=2 ** len(down_layers), module=f"transition{i}"))
         self.num_levels = len(down_layers)
@@ -147,6 +153,8 @@ class TiramisuDecoder(nn.Module):
         growth_rate: int = 16,
         drop_rate: float = 0.2,
         memory_efficient: bool = False,
+        norm_layer: NormSpec = nn.BatchNorm2d,
+        act_layer: ActSpec = nn.ReLU,
     ) -> None:
         super().__init__()
         if len(feature_info) < 2:
@@ -160,6 +168,8 @@ class TiramisuDecoder(nn.Module):
                 f"({len(skips)} from feature_info), deepest first"
             )
 
+        norm_layer, act_layer = resolve_norm_act(norm_layer, act_layer)
+
         def dense(num_layers: int, in_channels: int, new_only: bool) -> DenseBlock:
             return DenseBlock(
                 num_layers,
@@ -170,6 +180,8 @@ class TiramisuDecoder(nn.Module):
                 conv_bias=True,
                 memory_efficient=memory_efficient,
                 return_new_only=new_only,
+                norm_layer=norm_layer,
+                act_layer=act_layer,
             )
 
         self.bottleneck = dense(bottleneck_layers, int(feature_info[-1]["num_chs"]), True)
@@ -265,7 +277,10 @@ class FCDenseNet(EncoderDecoder):
         in_chans: int = 3,
         drop_rate: float = 0.2,
         memory_efficient: bool = False,
+        norm_layer: NormSpec = nn.BatchNorm2d,
+        act_layer: ActSpec = nn.ReLU,
     ) -> None:
+        norm_act = dict(norm_layer=norm_layer, act_layer=act_layer)
         encoder = FCDenseNetEncoder(
             down_layers=down_layers,
             growth_rate=growth_rate,
@@ -273,6 +288,7 @@ class FCDenseNet(EncoderDecoder):
             in_chans=in_chans,
             drop_rate=drop_rate,
             memory_efficient=memory_efficient,
+            **norm_act,
         )
         decoder = TiramisuDecoder(
             feature_info=encoder.feature_info,
@@ -282,6 +298,7 @@ class FCDenseNet(EncoderDecoder):
             growth_rate=growth_rate,
             drop_rate=drop_rate,
             memory_efficient=memory_efficient,
+            **norm_act,
         )
         super().__init__(encoder=encoder, decoder=decoder, num_classes=num_classes, in_chans=in_chans)
 
@@ -295,7 +312,14 @@ FCDENSENET_ARCHITECTURES: dict[str, dict[str, Any]] = {
 
 
 def _fcdensenet(
-    name: str, *, num_classes: int = 11, in_chans: int = 3, drop_rate: float = 0.2, memory_efficient: bool = False
+    name: str,
+    *,
+    num_classes: int = 11,
+    in_chans: int = 3,
+    drop_rate: float = 0.2,
+    memory_efficient: bool = False,
+    norm_layer: NormSpec = nn.BatchNorm2d,
+    act_layer: ActSpec = nn.ReLU,
 ) -> FCDenseNet:
     return FCDenseNet(
         **FCDENSENET_ARCHITECTURES[name],
@@ -303,6 +327,8 @@ def _fcdensenet(
         in_chans=in_chans,
         drop_rate=drop_rate,
         memory_efficient=memory_efficient,
+        norm_layer=norm_layer,
+        act_layer=act_layer,
     )
 
 
@@ -310,7 +336,8 @@ def _fcdensenet(
 def fcdensenet56(**kwargs: Any) -> FCDenseNet:
     """FC-DenseNet56: 4 layers per block (5 down, bottleneck, 5 up), growth 12; 1,376,795 parameters at 11 classes.
 
-    Keyword arguments: ``num_classes=11, in_chans=3, drop_rate=0.2, memory_efficient=False``.
+    Keyword arguments: ``num_classes=11, in_chans=3, drop_rate=0.2, memory_efficient=False, norm_layer='batchnorm',
+    act_layer='relu'`` (norm and activation of every dense layer and transition, see ``blocks.resolve_norm_act``).
     """
     return _fcdensenet("fcdensenet56", **kwargs)
 

@@ -2,7 +2,8 @@
 
 - ``load_torchvision_weights``: torchvision (or smp) DenseNet state_dicts or local files, legacy keys remapped, input
   channels adapted, a classifier of another size dropped on request. Never downloads.
-- ``densenet_fpn_backbone``: a DenseNet encoder + torchvision FPN with ``out_channels``, ready for ``FasterRCNN``.
+- ``densenet_fpn_backbone``: a DenseNet encoder + torchvision FPN with ``out_channels``, ready for ``FasterRCNN`` and
+  ``RetinaNet``; ``densenet_backbone``: one DenseNet feature map with its ``out_channels``, for the single-map case.
 - ``register_smp_encoders``: ``densevision_densenet*`` encoder names for segmentation-models-pytorch
   (``smp.Unet(encoder_name='densevision_densenet121', encoder_weights=None)``).
 """
@@ -32,6 +33,8 @@ __all__ = [
     "load_torchvision_weights",
     "DenseNetFPNBackbone",
     "densenet_fpn_backbone",
+    "DenseNetBackbone",
+    "densenet_backbone",
     "SmpDenseNetEncoder",
     "register_smp_encoders",
 ]
@@ -209,6 +212,9 @@ def densenet_fpn_backbone(
 ) -> DenseNetFPNBackbone:
     """A registered DenseNet (``name``) as an FPN detection backbone; strides 4-32 by default, as torchvision's ResNets.
 
+    For ``RetinaNet`` take strides 8-32 and P6/P7 as torchvision does: ``out_indices=(2, 3, 4)``,
+    ``extra_blocks=torchvision.ops.feature_pyramid_network.LastLevelP6P7(256, 256)``.
+
     ``weights`` (a state_dict or local file) are loaded into the encoder first; ``model_kwargs`` go to the DenseNet
     builder (``memory_efficient``, ``norm_layer=torchvision.ops.FrozenBatchNorm2d``, ``growth_rate``, ...).
     """
@@ -216,6 +222,44 @@ def densenet_fpn_backbone(
     if weights is not None:
         load_torchvision_weights(body, weights)
     return DenseNetFPNBackbone(body, out_channels=out_channels, extra_blocks=extra_blocks)
+
+
+class DenseNetBackbone(nn.Module):
+    """One DenseNet feature map as a torchvision detection backbone without FPN: ``forward`` returns the map and
+    ``out_channels`` says its width (1024 for DenseNet-121's last stage), which ``FasterRCNN`` and ``RetinaNet`` read.
+    """
+
+    def __init__(self, body: DenseNet) -> None:
+        super().__init__()
+        if body.out_indices is None or len(body.out_indices) != 1:
+            raise ValueError(
+                f"DenseNetBackbone needs a DenseNet encoder with one out_index, got out_indices={body.out_indices}"
+            )
+        self.body = body
+        self.out_channels = int(body.feature_info[0]["num_chs"])
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x)[0]
+
+
+@BACKBONES.register_module()
+def densenet_backbone(
+    name: str = "densenet121",
+    *,
+    out_index: int = 4,
+    weights: Mapping[str, Tensor] | str | os.PathLike | None = None,
+    **model_kwargs: Any,
+) -> DenseNetBackbone:
+    """A registered DenseNet (``name``) as a single-map detection backbone: stage ``out_index`` (default 4, the last:
+    after norm5 and its activation, stride 32), its width in ``out_channels``.
+
+    ``weights`` (a state_dict or local file) are loaded into the encoder first; ``model_kwargs`` go to the DenseNet
+    builder, as for ``densenet_fpn_backbone``.
+    """
+    body = MODELS.get(name)(out_indices=(out_index,), **model_kwargs)
+    if weights is not None:
+        load_torchvision_weights(body, weights)
+    return DenseNetBackbone(body)
 
 
 class SmpDenseNetEncoder(DenseNet):

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 import densevision
-from densevision.models.blocks import Transition, resolve_norm_layer
+from densevision.models.blocks import Transition
 from densevision.models.dsod import DSOD
 from densevision.models.heads.ssd import L2Norm
 from densevision.registry import MODELS
@@ -109,23 +109,23 @@ def test_transition_ceil_mode_rounds_up():
     assert Transition(4, 4, pool="max")(torch.randn(1, 4, 75, 75)).shape[-2:] == (37, 37)
 
 
-@pytest.mark.parametrize(
-    ("spec", "channels", "expected"),
-    [
-        ("BatchNorm2d", 6, "BatchNorm2d(6"),
-        ("SyncBatchNorm", 6, "SyncBatchNorm(6"),
-        ("GroupNorm", 64, "GroupNorm(32, 64"),
-        (dict(type="GroupNorm", num_groups=16), 84, "GroupNorm(14, 84"),  # largest divisor of 84 up to 16
-        (dict(type="GroupNorm", num_groups=16), 7, "GroupNorm(7, 7"),
-        (dict(type="BatchNorm2d", eps=1e-3), 6, "eps=0.001"),
-        (nn.InstanceNorm2d, 6, "InstanceNorm2d(6"),
-    ],
-)
-def test_resolve_norm_layer(spec, channels, expected):
-    assert expected in repr(resolve_norm_layer(spec)(channels))
+def test_dsod300_follows_the_authors_unclipped_boxes_and_keeps_the_option():
+    unclipped = densevision.create_model("dsod300").priors
+    clipped = densevision.create_model("dsod300", clip=True).priors
+    differ = (unclipped != clipped).any(1).nonzero().flatten()
+    # The (2, 1/2) boxes of every 3x3 and 2x2 location: 213 and 264 px boxes stretched by sqrt(2) pass 300 px.
+    last_two_levels = 8744 - (9 + 4) * 4
+    expected = [last_two_levels + 4 * location + box for location in range(9 + 4) for box in (2, 3)]
+    assert len(differ) == 26 and differ.tolist() == expected
+    torch.testing.assert_close(unclipped[differ, :2], clipped[differ, :2])
+    stretched = unclipped[differ, 2:].amax(1)
+    torch.testing.assert_close(stretched[:18], torch.full((18,), 213 * 2**0.5 / 300))
+    torch.testing.assert_close(stretched[18:], torch.full((8,), 264 * 2**0.5 / 300))
+    assert clipped[:, 2:].max() == 1
 
 
-@pytest.mark.parametrize("spec", ["LayerNorm", dict(num_groups=4), dict(type="GroupNorm", num_groups=0), 3])
-def test_resolve_norm_layer_rejects_unknown_specs(spec):
-    with pytest.raises(ValueError, match="norm_layer"):
-        resolve_norm_layer(spec)
+def test_dsod_class_default_still_clips():
+    # The quick-start detector builds DSOD itself: its priors stay as they were (clipped to the image).
+    model = DSOD(**TINY, min_sizes=(16, 24, 52), max_sizes=(24, 52, 64))
+    assert model.priors[:, 2:].max() == 1
+    assert DSOD(**TINY, min_sizes=(16, 24, 52), max_sizes=(24, 52, 64), clip=False).priors[:, 2:].max() > 1

@@ -1,4 +1,6 @@
+import functools
 import re
+from pathlib import Path
 
 import pytest
 import segmentation_models_pytorch as smp
@@ -7,11 +9,14 @@ import torchvision
 from torchvision.models.detection import FasterRCNN
 
 import densevision
+from densevision.models import interop
 from densevision.models.interop import (
+    DenseNetBackbone,
     DenseNetFPNBackbone,
     SmpDenseNetEncoder,
     StateDictMismatchError,
     adapt_input_conv,
+    densenet_backbone,
     densenet_fpn_backbone,
     load_torchvision_weights,
     register_smp_encoders,
@@ -203,6 +208,68 @@ def test_fpn_backbone_loads_weights_and_needs_an_encoder():
     assert torch.equal(backbone.body.features.conv0.weight, theirs.features.conv0.weight)
     with pytest.raises(ValueError, match="out_indices"):
         DenseNetFPNBackbone(_tiny())
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def _readme_detector_examples() -> list[str]:
+    section = README.read_text().split("### DenseNet backbones in torchvision's detectors")[1].split("\n## ")[0]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+
+
+def test_readme_has_the_three_detector_examples():
+    examples = _readme_detector_examples()
+    assert len(examples) == 3
+    assert ["FasterRCNN(" in e and "RetinaNet(" not in e for e in examples] == [True, False, True]
+    assert "densenet_backbone(" in examples[2] and "out_channels" not in examples[2]
+
+
+@pytest.mark.parametrize("example", [0, 1, 2], ids=["faster_rcnn_fpn", "retinanet_fpn", "faster_rcnn_single_map"])
+def test_readme_detector_example_trains_and_predicts(example, monkeypatch):
+    """Each README example as written, on a tiny-width DenseNet-121 and 64-px images."""
+    for builder in ("densenet_backbone", "densenet_fpn_backbone"):
+        monkeypatch.setattr(interop, builder, functools.partial(getattr(interop, builder), **TINY))
+    namespace: dict = {}
+    torch.manual_seed(0)
+    exec(_readme_detector_examples()[example], namespace)
+    model, backbone = namespace["model"], namespace["backbone"]
+    model.transform.min_size, model.transform.max_size = (64,), 96
+
+    model.train()
+    images = [torch.rand(3, 64, 80), torch.rand(3, 64, 64)]
+    targets = [
+        {"boxes": torch.tensor([[4.0, 6.0, 40.0, 50.0]]), "labels": torch.tensor([1])},
+        {"boxes": torch.tensor([[10.0, 10.0, 30.0, 60.0]]), "labels": torch.tensor([2])},
+    ]
+    losses = model(images, targets)
+    total = sum(losses.values())
+    assert torch.isfinite(total) and len(losses) >= 2
+    total.backward()
+    assert backbone.body.features.conv0.weight.grad.abs().sum() > 0
+
+    model.eval()
+    with torch.no_grad():
+        (prediction,) = model([torch.rand(3, 64, 80)])
+    assert set(prediction) == {"boxes", "labels", "scores"} and prediction["boxes"].shape[1] == 4
+
+
+@pytest.mark.parametrize(("out_index", "channels", "stride"), [(4, 13, 32), (2, 12, 8)])
+def test_single_map_backbone_sets_out_channels(out_index, channels, stride):
+    backbone = densenet_backbone("densenet121", **TINY, out_index=out_index)
+    assert isinstance(backbone, DenseNetBackbone) and BACKBONES.get("densenet_backbone") is densenet_backbone
+    features = backbone(torch.randn(1, 3, 64, 64))
+    assert backbone.out_channels == channels and features.shape == (1, channels, 64 // stride, 64 // stride)
+
+
+def test_single_map_backbone_loads_weights_and_needs_one_map():
+    theirs = _torchvision_tiny()
+    backbone = densenet_backbone("densenet121", **TINY, weights=theirs.state_dict()).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(backbone(x), torch.relu(theirs.features(x)))
+    with pytest.raises(ValueError, match="one out_index"):
+        DenseNetBackbone(_tiny(out_indices=(3, 4)))
 
 
 def test_smp_unet_with_densevision_encoder():
