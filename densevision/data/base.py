@@ -23,7 +23,7 @@ from densevision.data.checks import (
     check_same_size,
 )
 from densevision.data.io import Colour, read_image, read_mask
-from densevision.data.transforms import resolve_pipeline
+from densevision.data.transforms import apply_pipeline, resolve_pipeline
 
 __all__ = ["SegmentationDataset", "image_to_tensor", "mask_to_tensor", "default_palette"]
 
@@ -135,7 +135,7 @@ class SegmentationDataset(Dataset):
         mask = self._load_mask(index)
         check_same_size(image.shape, mask.shape, image_path, mask_path)
         check_mask_values(mask, self.num_classes, self.ignore_index, mask_path)  # names the file when checks are off
-        out = self.pipeline(image=image, mask=mask)
+        out = apply_pipeline(self.pipeline, image_path, image=image, mask=mask)
         return {
             "image": image_to_tensor(out["image"]),
             "mask": mask_to_tensor(out["mask"]),

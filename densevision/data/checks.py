@@ -28,6 +28,7 @@ __all__ = [
     "check_label_values",
     "check_mask_values",
     "bad_label_values",
+    "crop_too_large",
     "pipeline_crop",
 ]
 
@@ -110,6 +111,14 @@ def pipeline_crop(pipeline: Any) -> tuple[str, int, int] | None:
     return None
 
 
+def crop_too_large(path: Path | str, height: int, width: int, crop: tuple[str, int, int]) -> str | None:
+    """The problem with image ``path`` (``height``×``width``) if the ``pipeline_crop`` ``crop`` does not fit it."""
+    what, crop_height, crop_width = crop
+    if crop_height <= height and crop_width <= width:
+        return None
+    return f"image {path} is {height}x{width} (HxW), smaller than the {crop_height}x{crop_width} crop of {what}"
+
+
 @dataclass
 class DatasetSummary:
     """What ``check()`` saw: how many samples, and per class how many pixels (segmentation), images
@@ -188,11 +197,9 @@ class FileChecker:
         self._formats.setdefault(kind, []).append(path)
         if self.channels is not None and channels != self.channels:
             self.report(path, f"image {path} is {kind}; the model takes in_chans={self.channels}")
-        if self.crop is not None:
-            what, crop_height, crop_width = self.crop
-            if crop_height > height or crop_width > width:
-                message = f"image {path} is {height}x{width} (HxW), smaller than the {crop_height}x{crop_width} crop"
-                self.report(path, f"{message} of {what}")
+        problem = None if self.crop is None else crop_too_large(path, height, width, self.crop)
+        if problem is not None:
+            self.report(path, problem)
 
     def _report_odd_formats(self) -> None:
         """Images whose format differs from most images' (of those without another problem already)."""

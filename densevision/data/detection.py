@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from densevision.data.base import default_palette, image_to_tensor
 from densevision.data.checks import DatasetError, DatasetSummary, FileChecker, ProblemHandler
 from densevision.data.io import Colour, read_image
-from densevision.data.transforms import resolve_pipeline
+from densevision.data.transforms import apply_pipeline, resolve_pipeline
 
 __all__ = ["DetectionAnnotation", "DetectionDataset", "clip_boxes"]
 
@@ -181,7 +181,8 @@ class DetectionDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         path, image, annotation = self._load(index)
         target = ~annotation.ignore if self.skip_ignored else np.ones(len(annotation.ignore), dtype=bool)
-        out = self.pipeline(image=image, bboxes=annotation.boxes[target], labels=annotation.labels[target])
+        boxes, labels = annotation.boxes[target], annotation.labels[target]
+        out = apply_pipeline(self.pipeline, path, image=image, bboxes=boxes, labels=labels)
         tensor = image_to_tensor(out["image"])
         return {
             "image": tensor,

@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from densevision.data.base import image_to_tensor
 from densevision.data.checks import DatasetError, DatasetSummary, FileChecker, ProblemHandler
 from densevision.data.io import IMAGE_EXTENSIONS, list_files, read_image
-from densevision.data.transforms import resolve_pipeline
+from densevision.data.transforms import apply_pipeline, resolve_pipeline
 from densevision.registry import DATASETS
 
 __all__ = ["ImageFolderDataset", "CIFAR10Folder"]
@@ -22,7 +22,7 @@ Pipeline = Sequence[Mapping[str, Any]] | Callable[..., dict] | None
 
 
 def _classification_sample(image: np.ndarray, label: int, pipeline: Callable[..., dict], meta: dict) -> dict:
-    out = pipeline(image=image)
+    out = apply_pipeline(pipeline, meta["path"], image=image)
     return {"image": image_to_tensor(out["image"]), "label": torch.tensor(label, dtype=torch.int64), "meta": meta}
 
 

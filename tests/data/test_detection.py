@@ -220,3 +220,11 @@ def test_small_image_for_the_crop_is_a_dataset_error_before_training(tmp_path, t
     crop = [dict(type="Normalize"), dict(type="AtLeastOneBBoxRandomCrop", height=25, width=25)]
     with pytest.raises(DatasetError, match=r"a\.png is 20x30 \(HxW\), smaller than the 25x25 crop.*1 more problem"):
         DetectionDataset(two_images, classes=CLASSES, pipeline=crop).check()
+
+
+def test_crop_larger_than_the_image_without_check_is_one_line_naming_the_file(two_images):
+    # check_datasets=False (the VOC and COCO configs): the sample itself must name the file, in one line
+    crop = [dict(type="AtLeastOneBBoxRandomCrop", height=25, width=25), dict(type="Normalize")]
+    dataset = DetectionDataset(two_images, classes=CLASSES, pipeline=crop)
+    with pytest.raises(DatasetError, match=r"a\.png is 20x30 \(HxW\), smaller than the 25x25 crop of pipeline\[0\]"):
+        dataset[0]

@@ -90,10 +90,11 @@ def test_check_finds_images_smaller_than_the_training_crop(tmp_path):
     dataset = ImageFolderDataset(
         tmp_path, pipeline=[dict(type="Normalize"), dict(type="RandomCrop", height=8, width=8)]
     )
-    with pytest.raises(
-        DatasetError, match=r"1\.png is 5x11 \(HxW\), smaller than the 8x8 crop of pipeline\[1\] RandomCrop"
-    ):
+    message = r"1\.png is 5x11 \(HxW\), smaller than the 8x8 crop of pipeline\[1\] RandomCrop"
+    with pytest.raises(DatasetError, match=message):
         dataset.check()
+    with pytest.raises(DatasetError, match=message):  # and when read without the check (check_datasets=False)
+        dataset[1]
 
 
 def test_hidden_files_are_skipped(tmp_path):

@@ -184,3 +184,13 @@ def test_check_against_the_models_channels(tmp_path):
     problems = []
     dataset.check(on_problem=problems.append, channels=4)
     assert problems == [f"image {tmp_path / 'img' / 'c.png'} is 3-channel uint8; the model takes in_chans=4"]
+
+
+def test_crop_larger_than_the_image_names_the_file_when_read(tmp_path):
+    _tree(tmp_path, ["a"], image_writer=_rgb_png)
+    crop = [dict(type="RandomCrop", height=16, width=16)]
+    dataset = MaskFolderDataset(tmp_path / "img", tmp_path / "ann", CLASSES, pipeline=crop)
+    with pytest.raises(
+        DatasetError, match=r"img/a\.png is 12x10 \(HxW\), smaller than the 16x16 crop of pipeline\[0\]"
+    ):
+        dataset[0]
