@@ -144,8 +144,9 @@ class SegmentationDataset(Dataset):
 
     def check(self, *, on_problem: ProblemHandler | None = None, channels: int | None = None) -> DatasetSummary:
         """Read every pair and count class pixels. Problems (unreadable file, size mismatch, label value outside the
-        classes, image format unlike the rest or not ``channels``, image smaller than the pipeline's crop) go to
-        ``on_problem``; without it the first raises ``DatasetError`` naming the file, once all were read."""
+        classes, image format unlike the rest or not ``channels``, image smaller than the pipeline's crop, no
+        labelled pixel in the whole split) go to ``on_problem``; without it the first raises ``DatasetError`` naming
+        the file, once all were read. Masks without a labelled pixel are listed in the summary's ``unlabelled``."""
         checker = FileChecker(pipeline=self.pipeline, channels=channels, on_problem=on_problem)
         counts = np.zeros(self.num_classes, dtype=np.int64)
         ignored = 0
@@ -154,7 +155,9 @@ class SegmentationDataset(Dataset):
                 image = read_image(image_path)
                 mask = self._load_mask(index)
                 check_same_size(image.shape, mask.shape, image_path, mask_path)
-                counts += check_label_values(mask, self.num_classes, self.ignore_index, mask_path)
+                mask_counts = check_label_values(mask, self.num_classes, self.ignore_index, mask_path)
+                checker.labelled(mask_path, int(mask_counts.sum()))
+                counts += mask_counts
                 ignored += int(np.count_nonzero(mask == self.ignore_index))
                 checker.image(image_path, image)
         return checker.summary(

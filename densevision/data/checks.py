@@ -8,6 +8,7 @@ run lists them all (``tools/check_dataset.py``); the runner gets one ``DatasetEr
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,11 +33,15 @@ __all__ = [
     "pipeline_crop",
 ]
 
+logger = logging.getLogger("densevision")
+
 ProblemHandler = Callable[[str], None]
 """Receives one line per problem found by ``check(on_problem=...)``, naming the file and what is wrong with it."""
 
 # Dual transforms that never change an image's height and width (image-only transforms never do).
 _SIZE_KEEPING = (A.HorizontalFlip, A.VerticalFlip)
+# How many label files without a labelled pixel the summary and the runner's warning name (the rest are counted).
+_UNLABELLED_SHOWN = 10
 
 
 class DatasetError(DensevisionError, ValueError):
@@ -123,7 +128,8 @@ def crop_too_large(path: Path | str, height: int, width: int, crop: tuple[str, i
 class DatasetSummary:
     """What ``check()`` saw: how many samples, and per class how many pixels (segmentation), images
     (classification) or boxes (detection) in the samples that could be read; how many problems it reported, how many
-    samples were left out of the counts for them, and which hidden files (macOS ``._*``) were not taken as samples."""
+    samples were left out of the counts for them, which hidden files (macOS ``._*``) were not taken as samples, and
+    which label files hold no labelled pixel (every pixel void: a warning, as a few empty tiles can be legitimate)."""
 
     num_images: int
     classes: tuple[str, ...]
@@ -133,6 +139,7 @@ class DatasetSummary:
     num_problems: int = 0
     num_bad: int = 0
     skipped: list[Path] = field(default_factory=list)
+    unlabelled: list[Path] = field(default_factory=list)
 
     def table(self) -> str:
         """A plain-text table for tools/check_dataset.py."""
@@ -148,7 +155,15 @@ class DatasetSummary:
         for name, count in rows:
             share = 100.0 * count / total if total else 0.0
             lines.append(f"{name:<{width}}  {count:>12}  {share:>6.2f}%")
+        if self.unlabelled:
+            lines.append(_unlabelled_line(self.unlabelled, self.num_images, self.unit))
         return "\n".join(lines)
+
+
+def _unlabelled_line(paths: Sequence[Path], num_images: int, unit: str) -> str:
+    shown = ", ".join(str(p) for p in paths[:_UNLABELLED_SHOWN])
+    more = f" and {len(paths) - _UNLABELLED_SHOWN} more" if len(paths) > _UNLABELLED_SHOWN else ""
+    return f"warning: {len(paths)} of the {num_images} label files have no labelled {unit} (all void): {shown}{more}"
 
 
 class FileChecker:
@@ -159,6 +174,9 @@ class FileChecker:
     ``channels`` (the model's ``in_chans``) makes every image with another channel count a problem; images whose
     channel count or dtype differs from most images' are problems either way (a 16-bit grey or an RGBA file among RGB
     ones fails in normalisation or batching, not here). ``pipeline``'s crop (``pipeline_crop``) must fit every image.
+    A split whose readable samples hold no labelled pixel, voxel or box at all (every label void or ignored) is a
+    problem: training on it would log a zero loss and "succeed". Single label files without one are only listed
+    (``labelled``), since a few empty tiles can be legitimate.
     """
 
     def __init__(self, *, pipeline: Any = None, channels: int | None = None, on_problem: ProblemHandler | None = None):
@@ -170,6 +188,8 @@ class FileChecker:
         self._first: str | None = None
         self._flagged: set[Path] = set()
         self._formats: dict[str, list[Path]] = {}
+        self._first_sample: Path | None = None
+        self.unlabelled: list[Path] = []
 
     def report(self, path: Path, message: str) -> None:
         """One problem with the sample of image ``path``; ``message`` names the file at fault."""
@@ -184,6 +204,8 @@ class FileChecker:
     def sample(self, path: Path) -> Iterator[None]:
         """Reading and validating the sample of image ``path``: a ``DatasetError`` is reported and the sample left
         out of the counts (the block stops there)."""
+        if self._first_sample is None:
+            self._first_sample = path
         try:
             yield
         except DatasetError as err:
@@ -200,6 +222,23 @@ class FileChecker:
         problem = None if self.crop is None else crop_too_large(path, height, width, self.crop)
         if problem is not None:
             self.report(path, problem)
+
+    def labelled(self, label_path: Path, count: int) -> None:
+        """Record that label file ``label_path`` holds ``count`` labelled pixels; one with none is listed."""
+        if count == 0:
+            self.unlabelled.append(label_path)
+
+    def _report_no_labels(self, num_images: int, counts: Sequence[int], unit: str, ignored: int) -> None:
+        """The split's readable samples hold no labelled ``unit`` at all."""
+        readable = num_images - self.num_bad
+        if readable <= 0 or sum(counts) or self._first_sample is None:
+            return
+        void = f"all {ignored} {unit} are void or ignored" if ignored else f"they hold no {unit}"
+        self.report(
+            self._first_sample,
+            f"no labelled {unit} in the {readable} readable sample(s) of this split (first {self._first_sample}): "
+            f"{void}, so training would learn nothing",
+        )
 
     def _report_odd_formats(self) -> None:
         """Images whose format differs from most images' (of those without another problem already)."""
@@ -219,11 +258,20 @@ class FileChecker:
         """The ``DatasetSummary`` (``kwargs``: its ``unit``, ``ignored``, ``skipped``) once every file was read;
         raises the first problem when there is no ``on_problem`` to report them to."""
         self._report_odd_formats()
+        counts = [int(c) for c in counts]
+        self._report_no_labels(num_images, counts, kwargs.get("unit", "pixels"), kwargs.get("ignored", 0))
         if self._first is not None and self.on_problem is None:
             more = self.num_problems - 1
             hint = f" (and {more} more problem(s): tools/check_dataset.py lists them all)" if more else ""
             raise DatasetError(self._first + hint)
-        counts = [int(c) for c in counts]
+        if self.unlabelled and self.on_problem is None:  # the runner's check: say so in the run log
+            logger.warning("%s", _unlabelled_line(self.unlabelled, num_images, kwargs.get("unit", "pixels")))
         return DatasetSummary(
-            num_images, tuple(classes), counts, num_problems=self.num_problems, num_bad=self.num_bad, **kwargs
+            num_images,
+            tuple(classes),
+            counts,
+            num_problems=self.num_problems,
+            num_bad=self.num_bad,
+            unlabelled=list(self.unlabelled),
+            **kwargs,
         )

@@ -165,3 +165,14 @@ def test_prefers_the_dataloader_dataset_the_runner_uses(tool, tmp_path, capsys):
     assert tool.main([str(path)]) == 0
     out = capsys.readouterr().out
     assert "train_dataloader.dataset" in out and "ShapesClassification, OK" in out and "3 images" in out
+
+
+def test_all_void_masks_fail_and_name_the_void_files(tool, tmp_path, capsys):
+    root = tmp_path / "camvid"
+    for _, mask, indices in make_camvid(root, "segnet")["train"]:
+        write_mask_png(mask, np.full(indices.shape, 11, np.uint8))  # CamVid's void label everywhere
+    assert tool.main([_config(tmp_path, dict(type="CamVid", root=str(root), split="train"))]) == 1
+    captured = capsys.readouterr()
+    assert re.search(r"no labelled pixels in the \d+ readable sample\(s\)", captured.out)
+    assert "warning: " in captured.out and "label files have no labelled pixels (all void)" in captured.out
+    assert "FAILED: 1 problem(s)" in captured.err

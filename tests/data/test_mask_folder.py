@@ -1,3 +1,5 @@
+import logging
+
 import numpy as np
 import pytest
 import tifffile
@@ -194,3 +196,36 @@ def test_crop_larger_than_the_image_names_the_file_when_read(tmp_path):
         DatasetError, match=r"img/a\.png is 12x10 \(HxW\), smaller than the 16x16 crop of pipeline\[0\]"
     ):
         dataset[0]
+
+
+def _void_masks(root, stems):
+    for stem in stems:
+        write_mask_png(root / "ann" / f"{stem}.png", np.full((12, 10), 255, np.uint8))
+
+
+def test_a_split_without_a_labelled_pixel_is_an_error_for_the_check_and_the_runner(tmp_path):
+    _tree(tmp_path, ["a", "b"], image_writer=_rgb_png)
+    _void_masks(tmp_path, ["a", "b"])  # 100 % nodata labels: training would log loss 0.0000 and "succeed"
+    dataset = MaskFolderDataset(tmp_path / "img", tmp_path / "ann", CLASSES)
+    with pytest.raises(
+        DatasetError, match=r"no labelled pixels in the 2 readable sample\(s\).*all 240 pixels are void"
+    ):
+        dataset.check()
+    problems = []
+    summary = dataset.check(on_problem=problems.append)
+    assert len(problems) == 1 and summary.num_problems == 1
+    assert summary.unlabelled == [tmp_path / "ann" / "a.png", tmp_path / "ann" / "b.png"]
+
+
+def test_a_few_void_masks_are_named_in_a_warning_not_an_error(tmp_path, caplog):
+    _tree(tmp_path, ["a", "b", "c"], image_writer=_rgb_png)
+    _void_masks(tmp_path, ["b"])
+    dataset = MaskFolderDataset(tmp_path / "img", tmp_path / "ann", CLASSES)
+    with caplog.at_level(logging.WARNING, logger="densevision"):
+        summary = dataset.check()  # the runner's call: no problem raised, the file named in the run log
+    void = tmp_path / "ann" / "b.png"
+    assert summary.num_problems == 0 and summary.unlabelled == [void]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"warning: 1 of the 3 label files have no labelled pixels (all void): {void}"
+    ]
+    assert summary.table().splitlines()[-1] == caplog.records[0].getMessage()
