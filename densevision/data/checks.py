@@ -42,6 +42,8 @@ ProblemHandler = Callable[[str], None]
 _SIZE_KEEPING = (A.HorizontalFlip, A.VerticalFlip)
 # How many label files without a labelled pixel the summary and the runner's warning name (the rest are counted).
 _UNLABELLED_SHOWN = 10
+# How many warnings (boxes clipped to their image) the summary table lists before counting the rest.
+_WARNINGS_SHOWN = 50
 
 
 class DatasetError(DensevisionError, ValueError):
@@ -129,7 +131,8 @@ class DatasetSummary:
     """What ``check()`` saw: how many samples, and per class how many pixels (segmentation), images
     (classification) or boxes (detection) in the samples that could be read; how many problems it reported, how many
     samples were left out of the counts for them, which hidden files (macOS ``._*``) were not taken as samples, and
-    which label files hold no labelled pixel (every pixel void: a warning, as a few empty tiles can be legitimate)."""
+    which label files hold no labelled pixel (every pixel void: a warning, as a few empty tiles can be legitimate),
+    and other warnings (a box clipped to its image), one line each naming the file."""
 
     num_images: int
     classes: tuple[str, ...]
@@ -140,6 +143,7 @@ class DatasetSummary:
     num_bad: int = 0
     skipped: list[Path] = field(default_factory=list)
     unlabelled: list[Path] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def table(self) -> str:
         """A plain-text table for tools/check_dataset.py."""
@@ -157,6 +161,9 @@ class DatasetSummary:
             lines.append(f"{name:<{width}}  {count:>12}  {share:>6.2f}%")
         if self.unlabelled:
             lines.append(_unlabelled_line(self.unlabelled, self.num_images, self.unit))
+        lines += [f"warning: {line}" for line in self.warnings[:_WARNINGS_SHOWN]]
+        if len(self.warnings) > _WARNINGS_SHOWN:
+            lines.append(f"... and {len(self.warnings) - _WARNINGS_SHOWN} more warning(s)")
         return "\n".join(lines)
 
 
@@ -190,6 +197,7 @@ class FileChecker:
         self._formats: dict[str, list[Path]] = {}
         self._first_sample: Path | None = None
         self.unlabelled: list[Path] = []
+        self.warnings: list[str] = []  # lines for the summary, not problems
 
     def report(self, path: Path, message: str) -> None:
         """One problem with the sample of image ``path``; ``message`` names the file at fault."""
@@ -221,6 +229,15 @@ class FileChecker:
             self.report(path, f"image {path} is {kind}; the model takes in_chans={self.channels}")
         problem = None if self.crop is None else crop_too_large(path, height, width, self.crop)
         if problem is not None:
+            self.report(path, problem)
+
+    def bad_sample(self, path: Path, problems: Sequence[str]) -> None:
+        """The sample of image ``path`` cannot be read for ``problems`` (found before, e.g. parsing its annotation):
+        each is reported and the sample left out of the counts."""
+        if self._first_sample is None:
+            self._first_sample = path
+        self.num_bad += 1
+        for problem in problems:
             self.report(path, problem)
 
     def labelled(self, label_path: Path, count: int) -> None:
@@ -273,5 +290,6 @@ class FileChecker:
             num_problems=self.num_problems,
             num_bad=self.num_bad,
             unlabelled=list(self.unlabelled),
+            warnings=list(self.warnings),
             **kwargs,
         )
