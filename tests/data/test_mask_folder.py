@@ -58,8 +58,22 @@ def test_missing_folder_names_it(tmp_path, missing):
 def test_duplicate_stem_is_an_error(tmp_path):
     _tree(tmp_path, ["a"], image_writer=_rgb_png)
     Image.fromarray(np.zeros((12, 10, 3), np.uint8)).save(tmp_path / "img" / "a.jpg")
-    with pytest.raises(DatasetError, match="share the stem 'a'"):
+    with pytest.raises(DatasetError, match=r"1 stem\(s\) shared by two files in .*img: 'a' \(a\.jpg and a\.png\)$"):
         MaskFolderDataset(tmp_path / "img", tmp_path / "ann", CLASSES)
+
+
+def test_every_pairing_problem_is_named_in_one_error(tmp_path):
+    _tree(tmp_path, ["a", "b", "c"], image_writer=_rgb_png)
+    Image.fromarray(np.zeros((12, 10, 3), np.uint8)).save(tmp_path / "img" / "a.jpg")  # two images of stem a
+    write_mask_png(tmp_path / "ann" / "b.PNG", np.zeros((12, 10), np.uint8))  # two masks of stem b
+    (tmp_path / "ann" / "c.png").unlink()  # image c has no mask
+    with pytest.raises(DatasetError) as caught:
+        MaskFolderDataset(tmp_path / "img", tmp_path / "ann", CLASSES)
+    assert str(caught.value) == (
+        f"1 stem(s) shared by two files in {tmp_path / 'img'}: 'a' (a.jpg and a.png); "
+        f"1 stem(s) shared by two files in {tmp_path / 'ann'}: 'b' (b.PNG and b.png); "
+        f"1 image(s) have no mask '<stem>.png' in {tmp_path / 'ann'}: {tmp_path / 'img' / 'c.png'}"
+    )
 
 
 def test_img_suffix_filters_images(tmp_path):
