@@ -25,7 +25,7 @@ from densevision.data.checks import (
 from densevision.data.io import Colour, read_image, read_mask
 from densevision.data.transforms import apply_pipeline, resolve_pipeline
 
-__all__ = ["SegmentationDataset", "image_to_tensor", "mask_to_tensor", "default_palette"]
+__all__ = ["SegmentationDataset", "image_format", "image_to_tensor", "mask_to_tensor", "default_palette"]
 
 
 def image_to_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -40,6 +40,25 @@ def mask_to_tensor(mask: np.ndarray | torch.Tensor) -> torch.Tensor:
     if isinstance(mask, torch.Tensor):
         return mask.long()
     return torch.from_numpy(np.array(mask, dtype=np.int64))
+
+
+def image_format(path: Path, *, to_rgb: bool = False) -> dict[str, Any] | None:
+    """What a model trained on images like ``path`` takes, for ``metainfo['image_format']`` (and so checkpoints), so a
+    predictor can prepare other files the same way: ``dtype`` as read and ``max_value``, its value scale (255 for
+    8-bit, 65535 for 16-bit, ``None`` for float: a 16-bit file given to a model trained on 8-bit ones is scaled by
+    255/65535), ``channels`` as the pipeline gets them, and ``to_rgb``: whether grey files are repeated to RGB and
+    alpha dropped before the pipeline (detection). ``None`` when ``path`` cannot be read (``check()`` names it)."""
+    try:
+        image = read_image(path)
+    except DatasetError:
+        return None
+    integer = np.issubdtype(image.dtype, np.integer)
+    return {
+        "dtype": str(image.dtype),
+        "max_value": int(np.iinfo(image.dtype).max) if integer else None,
+        "channels": 3 if to_rgb else int(image.shape[2]),
+        "to_rgb": to_rgb,
+    }
 
 
 def default_palette(num_classes: int) -> list[Colour]:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from densevision.data.base import default_palette, image_to_tensor
+from densevision.data.base import default_palette, image_format, image_to_tensor
 from densevision.data.checks import DatasetError, DatasetSummary, FileChecker, ProblemHandler
 from densevision.data.io import Colour, read_image
 from densevision.data.transforms import apply_pipeline, resolve_pipeline
@@ -200,12 +200,14 @@ class DetectionDataset(Dataset):
 
     @property
     def metainfo(self) -> dict[str, Any]:
-        """Classes, box colours and (COCO) original category ids: what the task, the metric and checkpoints read."""
+        """Classes, box colours, (COCO) original category ids and the format of the images (the first one's, made RGB)
+        training sees: what the task, the metric, checkpoints and predictors read."""
         return {
             "classes": self.classes,
             "palette": list(self.palette),
             "category_ids": None if self.category_ids is None else list(self.category_ids),
             "ignore_index": None,
+            "image_format": image_format(self.samples[0][0], to_rgb=True) if self.samples else None,
         }
 
     def __len__(self) -> int:

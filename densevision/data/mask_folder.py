@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from densevision.data.base import SegmentationDataset
+from densevision.data.base import SegmentationDataset, image_format
 from densevision.data.checks import DatasetError
 from densevision.data.io import IMAGE_EXTENSIONS, Colour, list_files
 from densevision.registry import DATASETS
@@ -107,3 +107,8 @@ class MaskFolderDataset(SegmentationDataset):
             colours=colours,
             reduce_zero_label=reduce_zero_label,
         )
+
+    @property
+    def metainfo(self) -> dict[str, Any]:
+        """The classes, colours and void label, and the format of the images (the first one's) training sees."""
+        return {**super().metainfo, "image_format": image_format(self.samples[0][0])}

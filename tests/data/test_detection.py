@@ -62,6 +62,7 @@ def test_metainfo_and_default_palette_skips_black(two_images):
         "palette": dataset.palette,
         "category_ids": [3, 7],
         "ignore_index": None,
+        "image_format": {"dtype": "uint8", "max_value": 255, "channels": 3, "to_rgb": True},
     }
     assert dataset.num_classes == 2 and (0, 0, 0) not in dataset.palette
 
@@ -129,6 +130,12 @@ def test_annotation_without_size_is_clipped_to_the_image(tmp_path):
     sample = DetectionDataset(samples, classes=CLASSES)[0]
     assert sample["boxes"].tolist() == [[0, 0, 30, 10]]
     np.testing.assert_array_equal(sample["meta"]["gt_boxes"], [[0, 0, 30, 10]])
+
+
+def test_metainfo_records_that_grey_images_are_trained_on_as_rgb(tmp_path):
+    samples = [(_image(tmp_path / "g.png", mode="L"), _annotation([[1, 1, 5, 5]], [0]))]
+    fmt = DetectionDataset(samples, classes=CLASSES).metainfo["image_format"]
+    assert fmt == {"dtype": "uint8", "max_value": 255, "channels": 3, "to_rgb": True}
 
 
 def test_grayscale_image_becomes_rgb(tmp_path):

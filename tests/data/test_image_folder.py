@@ -28,6 +28,7 @@ def test_classes_from_sorted_subfolders(tmp_path):
     assert sample["image"].shape == (3, 9, 11) and sample["image"].dtype == torch.float32
     assert sample["meta"] == {"path": str(tmp_path / "dog" / "1.png"), "ori_shape": (9, 11)}
     assert dataset.check().counts == [1, 2]
+    assert dataset.metainfo["image_format"] == {"dtype": "uint8", "max_value": 255, "channels": 3, "to_rgb": False}
 
 
 def test_given_classes_pick_and_order_folders(tmp_path):
@@ -142,6 +143,7 @@ def test_cifar10_reads_python_batches(fake_cifar):
         train[0]["image"].numpy(), batches["data_batch_1"]["data"][0].reshape(3, 32, 32)[..., ::-1]
     )
     assert test.check().counts == [0, 0, 0, 1, 0, 0, 0, 1, 0, 0]
+    assert test.metainfo["image_format"] == {"dtype": "uint8", "max_value": 255, "channels": 3, "to_rgb": False}
 
 
 def test_cifar10_missing_batches_named(tmp_path):

@@ -243,3 +243,29 @@ def test_a_few_void_masks_are_named_in_a_warning_not_an_error(tmp_path, caplog):
         f"warning: 1 of the 3 label files have no labelled pixels (all void): {void}"
     ]
     assert summary.table().splitlines()[-1] == caplog.records[0].getMessage()
+
+
+@pytest.mark.parametrize(
+    "write, expected",
+    [
+        (_rgb_png, {"dtype": "uint8", "max_value": 255, "channels": 3, "to_rgb": False}),
+        (
+            lambda path, rng: tifffile.imwrite(f"{path}.tif", rng.integers(0, 65535, (12, 10), dtype=np.uint16)),
+            {"dtype": "uint16", "max_value": 65535, "channels": 1, "to_rgb": False},
+        ),
+        (
+            lambda path, rng: tifffile.imwrite(f"{path}.tif", rng.random((12, 10), dtype=np.float32)),
+            {"dtype": "float32", "max_value": None, "channels": 1, "to_rgb": False},
+        ),
+    ],
+)
+def test_metainfo_records_the_bit_depth_and_channels_trained_on(tmp_path, write, expected):
+    _tree(tmp_path, ["a"], image_writer=write)
+    dataset = MaskFolderDataset(tmp_path / "img", tmp_path / "ann", CLASSES)
+    assert dataset.metainfo["image_format"] == expected
+
+
+def test_metainfo_of_an_unreadable_first_image_leaves_the_format_unknown(tmp_path):
+    _tree(tmp_path, ["a"], image_writer=_rgb_png)
+    (tmp_path / "img" / "a.png").write_bytes(b"broken")
+    assert MaskFolderDataset(tmp_path / "img", tmp_path / "ann", CLASSES).metainfo["image_format"] is None
