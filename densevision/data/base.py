@@ -23,9 +23,9 @@ from densevision.data.checks import (
     check_same_size,
 )
 from densevision.data.io import Colour, read_image, read_mask
-from densevision.data.transforms import resolve_pipeline
+from densevision.data.transforms import apply_pipeline, resolve_pipeline
 
-__all__ = ["SegmentationDataset", "image_to_tensor", "mask_to_tensor", "default_palette"]
+__all__ = ["SegmentationDataset", "image_format", "image_to_tensor", "mask_to_tensor", "default_palette"]
 
 
 def image_to_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -40,6 +40,25 @@ def mask_to_tensor(mask: np.ndarray | torch.Tensor) -> torch.Tensor:
     if isinstance(mask, torch.Tensor):
         return mask.long()
     return torch.from_numpy(np.array(mask, dtype=np.int64))
+
+
+def image_format(path: Path, *, to_rgb: bool = False) -> dict[str, Any] | None:
+    """What a model trained on images like ``path`` takes, for ``metainfo['image_format']`` (and so checkpoints), so a
+    predictor can prepare other files the same way: ``dtype`` as read and ``max_value``, its value scale (255 for
+    8-bit, 65535 for 16-bit, ``None`` for float: a 16-bit file given to a model trained on 8-bit ones is scaled by
+    255/65535), ``channels`` as the pipeline gets them, and ``to_rgb``: whether grey files are repeated to RGB and
+    alpha dropped before the pipeline (detection). ``None`` when ``path`` cannot be read (``check()`` names it)."""
+    try:
+        image = read_image(path)
+    except DatasetError:
+        return None
+    integer = np.issubdtype(image.dtype, np.integer)
+    return {
+        "dtype": str(image.dtype),
+        "max_value": int(np.iinfo(image.dtype).max) if integer else None,
+        "channels": 3 if to_rgb else int(image.shape[2]),
+        "to_rgb": to_rgb,
+    }
 
 
 def default_palette(num_classes: int) -> list[Colour]:
@@ -135,7 +154,7 @@ class SegmentationDataset(Dataset):
         mask = self._load_mask(index)
         check_same_size(image.shape, mask.shape, image_path, mask_path)
         check_mask_values(mask, self.num_classes, self.ignore_index, mask_path)  # names the file when checks are off
-        out = self.pipeline(image=image, mask=mask)
+        out = apply_pipeline(self.pipeline, image_path, image=image, mask=mask)
         return {
             "image": image_to_tensor(out["image"]),
             "mask": mask_to_tensor(out["mask"]),
@@ -144,8 +163,9 @@ class SegmentationDataset(Dataset):
 
     def check(self, *, on_problem: ProblemHandler | None = None, channels: int | None = None) -> DatasetSummary:
         """Read every pair and count class pixels. Problems (unreadable file, size mismatch, label value outside the
-        classes, image format unlike the rest or not ``channels``, image smaller than the pipeline's crop) go to
-        ``on_problem``; without it the first raises ``DatasetError`` naming the file, once all were read."""
+        classes, image format unlike the rest or not ``channels``, image smaller than the pipeline's crop, no
+        labelled pixel in the whole split) go to ``on_problem``; without it the first raises ``DatasetError`` naming
+        the file, once all were read. Masks without a labelled pixel are listed in the summary's ``unlabelled``."""
         checker = FileChecker(pipeline=self.pipeline, channels=channels, on_problem=on_problem)
         counts = np.zeros(self.num_classes, dtype=np.int64)
         ignored = 0
@@ -154,7 +174,9 @@ class SegmentationDataset(Dataset):
                 image = read_image(image_path)
                 mask = self._load_mask(index)
                 check_same_size(image.shape, mask.shape, image_path, mask_path)
-                counts += check_label_values(mask, self.num_classes, self.ignore_index, mask_path)
+                mask_counts = check_label_values(mask, self.num_classes, self.ignore_index, mask_path)
+                checker.labelled(mask_path, int(mask_counts.sum()))
+                counts += mask_counts
                 ignored += int(np.count_nonzero(mask == self.ignore_index))
                 checker.image(image_path, image)
         return checker.summary(

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from densevision.data.base import SegmentationDataset
+from densevision.data.base import SegmentationDataset, image_format
 from densevision.data.checks import DatasetError
 from densevision.data.io import IMAGE_EXTENSIONS, Colour, list_files
 from densevision.registry import DATASETS
@@ -146,3 +146,8 @@ class CamVid(SegmentationDataset):
             colour: index_of[CAMVID32_TO_11[name]] if name in CAMVID32_TO_11 else CAMVID_VOID
             for name, colour in read_class_dict(class_dict).items()
         }
+
+    @property
+    def metainfo(self) -> dict[str, Any]:
+        """The classes, colours and void label, and the format of the images (the first one's) training sees."""
+        return {**super().metainfo, "image_format": image_format(self.samples[0][0])}

@@ -8,6 +8,7 @@ run lists them all (``tools/check_dataset.py``); the runner gets one ``DatasetEr
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,14 +29,21 @@ __all__ = [
     "check_label_values",
     "check_mask_values",
     "bad_label_values",
+    "crop_too_large",
     "pipeline_crop",
 ]
+
+logger = logging.getLogger("densevision")
 
 ProblemHandler = Callable[[str], None]
 """Receives one line per problem found by ``check(on_problem=...)``, naming the file and what is wrong with it."""
 
 # Dual transforms that never change an image's height and width (image-only transforms never do).
 _SIZE_KEEPING = (A.HorizontalFlip, A.VerticalFlip)
+# How many label files without a labelled pixel the summary and the runner's warning name (the rest are counted).
+_UNLABELLED_SHOWN = 10
+# How many warnings (boxes clipped to their image) the summary table lists before counting the rest.
+_WARNINGS_SHOWN = 50
 
 
 class DatasetError(DensevisionError, ValueError):
@@ -110,11 +118,21 @@ def pipeline_crop(pipeline: Any) -> tuple[str, int, int] | None:
     return None
 
 
+def crop_too_large(path: Path | str, height: int, width: int, crop: tuple[str, int, int]) -> str | None:
+    """The problem with image ``path`` (``height``×``width``) if the ``pipeline_crop`` ``crop`` does not fit it."""
+    what, crop_height, crop_width = crop
+    if crop_height <= height and crop_width <= width:
+        return None
+    return f"image {path} is {height}x{width} (HxW), smaller than the {crop_height}x{crop_width} crop of {what}"
+
+
 @dataclass
 class DatasetSummary:
     """What ``check()`` saw: how many samples, and per class how many pixels (segmentation), images
     (classification) or boxes (detection) in the samples that could be read; how many problems it reported, how many
-    samples were left out of the counts for them, and which hidden files (macOS ``._*``) were not taken as samples."""
+    samples were left out of the counts for them, which hidden files (macOS ``._*``) were not taken as samples, and
+    which label files hold no labelled pixel (every pixel void: a warning, as a few empty tiles can be legitimate),
+    and other warnings (a box clipped to its image), one line each naming the file."""
 
     num_images: int
     classes: tuple[str, ...]
@@ -124,6 +142,8 @@ class DatasetSummary:
     num_problems: int = 0
     num_bad: int = 0
     skipped: list[Path] = field(default_factory=list)
+    unlabelled: list[Path] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def table(self) -> str:
         """A plain-text table for tools/check_dataset.py."""
@@ -139,7 +159,18 @@ class DatasetSummary:
         for name, count in rows:
             share = 100.0 * count / total if total else 0.0
             lines.append(f"{name:<{width}}  {count:>12}  {share:>6.2f}%")
+        if self.unlabelled:
+            lines.append(_unlabelled_line(self.unlabelled, self.num_images, self.unit))
+        lines += [f"warning: {line}" for line in self.warnings[:_WARNINGS_SHOWN]]
+        if len(self.warnings) > _WARNINGS_SHOWN:
+            lines.append(f"... and {len(self.warnings) - _WARNINGS_SHOWN} more warning(s)")
         return "\n".join(lines)
+
+
+def _unlabelled_line(paths: Sequence[Path], num_images: int, unit: str) -> str:
+    shown = ", ".join(str(p) for p in paths[:_UNLABELLED_SHOWN])
+    more = f" and {len(paths) - _UNLABELLED_SHOWN} more" if len(paths) > _UNLABELLED_SHOWN else ""
+    return f"warning: {len(paths)} of the {num_images} label files have no labelled {unit} (all void): {shown}{more}"
 
 
 class FileChecker:
@@ -150,6 +181,9 @@ class FileChecker:
     ``channels`` (the model's ``in_chans``) makes every image with another channel count a problem; images whose
     channel count or dtype differs from most images' are problems either way (a 16-bit grey or an RGBA file among RGB
     ones fails in normalisation or batching, not here). ``pipeline``'s crop (``pipeline_crop``) must fit every image.
+    A split whose readable samples hold no labelled pixel, voxel or box at all (every label void or ignored) is a
+    problem: training on it would log a zero loss and "succeed". Single label files without one are only listed
+    (``labelled``), since a few empty tiles can be legitimate.
     """
 
     def __init__(self, *, pipeline: Any = None, channels: int | None = None, on_problem: ProblemHandler | None = None):
@@ -161,6 +195,9 @@ class FileChecker:
         self._first: str | None = None
         self._flagged: set[Path] = set()
         self._formats: dict[str, list[Path]] = {}
+        self._first_sample: Path | None = None
+        self.unlabelled: list[Path] = []
+        self.warnings: list[str] = []  # lines for the summary, not problems
 
     def report(self, path: Path, message: str) -> None:
         """One problem with the sample of image ``path``; ``message`` names the file at fault."""
@@ -175,6 +212,8 @@ class FileChecker:
     def sample(self, path: Path) -> Iterator[None]:
         """Reading and validating the sample of image ``path``: a ``DatasetError`` is reported and the sample left
         out of the counts (the block stops there)."""
+        if self._first_sample is None:
+            self._first_sample = path
         try:
             yield
         except DatasetError as err:
@@ -188,11 +227,35 @@ class FileChecker:
         self._formats.setdefault(kind, []).append(path)
         if self.channels is not None and channels != self.channels:
             self.report(path, f"image {path} is {kind}; the model takes in_chans={self.channels}")
-        if self.crop is not None:
-            what, crop_height, crop_width = self.crop
-            if crop_height > height or crop_width > width:
-                message = f"image {path} is {height}x{width} (HxW), smaller than the {crop_height}x{crop_width} crop"
-                self.report(path, f"{message} of {what}")
+        problem = None if self.crop is None else crop_too_large(path, height, width, self.crop)
+        if problem is not None:
+            self.report(path, problem)
+
+    def bad_sample(self, path: Path, problems: Sequence[str]) -> None:
+        """The sample of image ``path`` cannot be read for ``problems`` (found before, e.g. parsing its annotation):
+        each is reported and the sample left out of the counts."""
+        if self._first_sample is None:
+            self._first_sample = path
+        self.num_bad += 1
+        for problem in problems:
+            self.report(path, problem)
+
+    def labelled(self, label_path: Path, count: int) -> None:
+        """Record that label file ``label_path`` holds ``count`` labelled pixels; one with none is listed."""
+        if count == 0:
+            self.unlabelled.append(label_path)
+
+    def _report_no_labels(self, num_images: int, counts: Sequence[int], unit: str, ignored: int) -> None:
+        """The split's readable samples hold no labelled ``unit`` at all."""
+        readable = num_images - self.num_bad
+        if readable <= 0 or sum(counts) or self._first_sample is None:
+            return
+        void = f"all {ignored} {unit} are void or ignored" if ignored else f"they hold no {unit}"
+        self.report(
+            self._first_sample,
+            f"no labelled {unit} in the {readable} readable sample(s) of this split (first {self._first_sample}): "
+            f"{void}, so training would learn nothing",
+        )
 
     def _report_odd_formats(self) -> None:
         """Images whose format differs from most images' (of those without another problem already)."""
@@ -212,11 +275,21 @@ class FileChecker:
         """The ``DatasetSummary`` (``kwargs``: its ``unit``, ``ignored``, ``skipped``) once every file was read;
         raises the first problem when there is no ``on_problem`` to report them to."""
         self._report_odd_formats()
+        counts = [int(c) for c in counts]
+        self._report_no_labels(num_images, counts, kwargs.get("unit", "pixels"), kwargs.get("ignored", 0))
         if self._first is not None and self.on_problem is None:
             more = self.num_problems - 1
             hint = f" (and {more} more problem(s): tools/check_dataset.py lists them all)" if more else ""
             raise DatasetError(self._first + hint)
-        counts = [int(c) for c in counts]
+        if self.unlabelled and self.on_problem is None:  # the runner's check: say so in the run log
+            logger.warning("%s", _unlabelled_line(self.unlabelled, num_images, kwargs.get("unit", "pixels")))
         return DatasetSummary(
-            num_images, tuple(classes), counts, num_problems=self.num_problems, num_bad=self.num_bad, **kwargs
+            num_images,
+            tuple(classes),
+            counts,
+            num_problems=self.num_problems,
+            num_bad=self.num_bad,
+            unlabelled=list(self.unlabelled),
+            warnings=list(self.warnings),
+            **kwargs,
         )

@@ -21,6 +21,9 @@ from densevision.registry import DATASETS
 
 __all__ = ["CocoDetection", "load_coco"]
 
+# How many annotations of unknown images the error names (the rest are counted).
+_ORPHANS_SHOWN = 5
+
 
 def load_coco(ann_file: str | Path) -> Any:
     """A ``pycocotools.coco.COCO`` of ``ann_file``, without its progress prints; a missing or malformed file raises
@@ -73,37 +76,52 @@ class CocoDetection(DetectionDataset):
         if not categories or not self.coco.imgs:
             raise DatasetError(f"{self.ann_file} lists no {'categories' if not categories else 'images'}")
         label_of = {c["id"]: label for label, c in enumerate(categories)}
-        objects: dict[Any, list[tuple[tuple[float, ...], int, bool]]] = {image_id: [] for image_id in self.coco.imgs}
+        objects: dict[Any, list[tuple[tuple[float, ...], int, bool, str]]] = {
+            image_id: [] for image_id in self.coco.imgs
+        }
+        problems: dict[Any, list[str]] = {image_id: [] for image_id in self.coco.imgs}
+        orphans = []
         for ann in self.coco.dataset.get("annotations", []):
             if ann.get("image_id") not in objects:
-                raise DatasetError(
-                    f"annotation {ann.get('id')} in {self.ann_file} refers to image_id {ann.get('image_id')!r}, "
-                    "which is not in its images"
-                )
-            if ann.get("category_id") not in label_of:
-                raise DatasetError(
-                    f"annotation {ann.get('id')} in {self.ann_file} has category_id {ann.get('category_id')!r}, "
-                    f"not one of its categories {sorted(label_of)}"
-                )
-            objects[ann["image_id"]].append(
-                (_bbox(ann, self.ann_file), label_of[ann["category_id"]], bool(ann.get("iscrowd", 0)))
+                orphans.append(f"{ann.get('id')} (image_id {ann.get('image_id')!r})")
+                continue
+            try:
+                if ann.get("category_id") not in label_of:
+                    raise DatasetError(
+                        f"annotation {ann.get('id')} in {self.ann_file} has category_id {ann.get('category_id')!r}, "
+                        f"not one of its categories {sorted(label_of)}"
+                    )
+                box = _bbox(ann, self.ann_file)
+            except DatasetError as err:  # the image's sample is bad; check() lists every such annotation
+                problems[ann["image_id"]].append(str(err))
+                continue
+            name = f"annotation {ann.get('id')}"
+            objects[ann["image_id"]].append((box, label_of[ann["category_id"]], bool(ann.get("iscrowd", 0)), name))
+        if orphans:
+            shown = ", ".join(orphans[:_ORPHANS_SHOWN]) + (" ..." if len(orphans) > _ORPHANS_SHOWN else "")
+            raise DatasetError(
+                f"{len(orphans)} annotation(s) in {self.ann_file} refer to an image_id not in its images: {shown}"
             )
         samples = []
         for image_id, info in self.coco.imgs.items():
             found = objects[image_id]
-            if skip_empty and all(crowd for _, _, crowd in found):
+            if skip_empty and not problems[image_id] and all(crowd for _, _, crowd, _ in found):
                 continue
             if "file_name" not in info:
                 raise DatasetError(f"image {image_id} in {self.ann_file} has no file_name")
             size = (int(info["height"]), int(info["width"])) if "height" in info and "width" in info else None
-            annotation = DetectionAnnotation(
-                image_id,
-                [box for box, _, _ in found],
-                [label for _, label, _ in found],
-                [crowd for _, _, crowd in found],
-                source=self.ann_file,
-                size=size,
-            )
+            if problems[image_id]:
+                annotation = DetectionAnnotation.unreadable(image_id, self.ann_file, problems[image_id])
+            else:
+                annotation = DetectionAnnotation(
+                    image_id,
+                    [box for box, _, _, _ in found],
+                    [label for _, label, _, _ in found],
+                    [crowd for _, _, crowd, _ in found],
+                    source=self.ann_file,
+                    size=size,
+                    object_names=[name for _, _, _, name in found],
+                )
             samples.append((self.img_dir / info["file_name"], annotation))
         super().__init__(
             samples,

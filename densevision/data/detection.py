@@ -5,6 +5,11 @@ records: boxes as continuous pixel coordinates ``(x1, y1, x2, y2)`` of the origi
 columns 0..9 inclusive is ``x1=0, x2=10``), contiguous labels ``0..K-1`` and an ``ignore`` flag per object (VOC
 difficult, COCO crowd). This base clips boxes to the annotated image size once, drops the ones left with no area and
 says so in one warning per dataset, reads images lazily, runs the pipeline and checks every file in ``check()``.
+
+What ``check()`` (and so tools/check_dataset.py) reports, each box named by its file and object (VOC object position,
+COCO annotation id): an annotation its parser could not read (the sample is bad, like an unreadable image, and
+reading it raises) and a box left with no area (x2 <= x1, a negative COCO width, wholly outside the image: dropped)
+are problems; a box reaching outside the image (clipped, kept) is a warning in the summary.
 """
 
 from __future__ import annotations
@@ -19,12 +24,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from densevision.data.base import default_palette, image_to_tensor
+from densevision.data.base import default_palette, image_format, image_to_tensor
 from densevision.data.checks import DatasetError, DatasetSummary, FileChecker, ProblemHandler
 from densevision.data.io import Colour, read_image
-from densevision.data.transforms import resolve_pipeline
+from densevision.data.transforms import apply_pipeline, resolve_pipeline
 
-__all__ = ["DetectionAnnotation", "DetectionDataset", "clip_boxes"]
+__all__ = ["ClippedBoxes", "DetectionAnnotation", "DetectionDataset", "clip_boxes"]
 
 logger = logging.getLogger("densevision")
 
@@ -35,7 +40,9 @@ class DetectionAnnotation:
 
     ``boxes`` m×4 float32 ``(x1, y1, x2, y2)``; ``labels`` m int64 in ``0..K-1``; ``ignore`` m bool (VOC difficult,
     COCO crowd: kept for evaluation, not trained on); ``size`` the ``(H, W)`` the annotation states, if any;
-    ``source`` the annotation file, named in every message about this image.
+    ``source`` the annotation file, named in every message about this image; ``object_names`` how messages name each
+    object in its file (``'object 3'`` by default, ``'annotation 1234'`` for COCO); ``problems`` what the parser could
+    not read (each line naming the file): such a sample is bad, reading it raises the first.
     """
 
     image_id: int | str
@@ -44,35 +51,71 @@ class DetectionAnnotation:
     ignore: np.ndarray
     source: Path
     size: tuple[int, int] | None = None
+    object_names: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # Normalise dtypes and the empty case once, so every consumer can rely on m×4 / m.
         object.__setattr__(self, "boxes", np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4))
         object.__setattr__(self, "labels", np.asarray(self.labels, dtype=np.int64).reshape(-1))
         object.__setattr__(self, "ignore", np.asarray(self.ignore, dtype=bool).reshape(-1))
-        if not len(self.boxes) == len(self.labels) == len(self.ignore):
+        names = tuple(self.object_names) or tuple(f"object {i}" for i in range(len(self.boxes)))
+        object.__setattr__(self, "object_names", names)
+        object.__setattr__(self, "problems", tuple(self.problems))
+        if not len(self.boxes) == len(self.labels) == len(self.ignore) == len(self.object_names):
             raise ValueError(
-                f"{self.source}: {len(self.boxes)} boxes, {len(self.labels)} labels and {len(self.ignore)} ignore "
-                "flags; expected one of each per object"
+                f"{self.source}: {len(self.boxes)} boxes, {len(self.labels)} labels, {len(self.ignore)} ignore "
+                f"flags and {len(self.object_names)} object names; expected one of each per object"
             )
 
+    @classmethod
+    def unreadable(cls, image_id: int | str, source: Path, problems: Sequence[str]) -> DetectionAnnotation:
+        """The record of an annotation the parser could not read: no objects, only its ``problems``."""
+        return cls(image_id, [], [], [], source=source, problems=tuple(problems))
 
-def clip_boxes(annotation: DetectionAnnotation, height: int, width: int) -> tuple[DetectionAnnotation, int, int]:
-    """``annotation`` with boxes clipped to the ``height``×``width`` image and zero-area boxes dropped.
 
-    Returns the new record, how many boxes were changed by clipping and how many were dropped.
-    """
+@dataclass(frozen=True)
+class ClippedBoxes:
+    """What ``clip_boxes`` changed: one line per box, naming its file and object."""
+
+    clipped: list[str]  # reached outside the image; clipped and kept
+    dropped: list[str]  # no area inside the image; left out
+
+
+def clip_boxes(annotation: DetectionAnnotation, height: int, width: int) -> tuple[DetectionAnnotation, ClippedBoxes]:
+    """``annotation`` with boxes clipped to the ``height``×``width`` image and zero-area boxes dropped, and a line
+    for each box clipped or dropped (naming the annotation file, the object and its box)."""
     boxes = annotation.boxes
     clipped = boxes.copy()
     clipped[:, [0, 2]] = clipped[:, [0, 2]].clip(0, width)
     clipped[:, [1, 3]] = clipped[:, [1, 3]].clip(0, height)
     keep = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
-    changed = int(np.count_nonzero(keep & (clipped != boxes).any(axis=1)))
-    dropped = int(np.count_nonzero(~keep))
-    if not changed and not dropped:
-        return annotation, 0, 0
-    record = replace(annotation, boxes=clipped[keep], labels=annotation.labels[keep], ignore=annotation.ignore[keep])
-    return record, changed, dropped
+    changed = keep & (clipped != boxes).any(axis=1)
+    if not changed.any() and keep.all():
+        return annotation, ClippedBoxes([], [])
+
+    def named(index: int) -> str:
+        box = ", ".join(f"{v:g}" for v in boxes[index])
+        return f"{annotation.source}: {annotation.object_names[index]} (x1, y1, x2, y2 = {box})"
+
+    image = f"the {height}x{width} (HxW) image"
+    report = ClippedBoxes(
+        clipped=[f"{named(i)} reaches outside {image}: clipped" for i in np.flatnonzero(changed)],
+        dropped=[
+            f"{named(i)} "
+            + ("has x2 <= x1 or y2 <= y1" if (boxes[i, 2:] <= boxes[i, :2]).any() else f"lies outside {image}")
+            + ": dropped"
+            for i in np.flatnonzero(~keep)
+        ],
+    )
+    record = replace(
+        annotation,
+        boxes=clipped[keep],
+        labels=annotation.labels[keep],
+        ignore=annotation.ignore[keep],
+        object_names=tuple(name for name, kept in zip(annotation.object_names, keep) if kept),
+    )
+    return record, report
 
 
 def _rgb(image: np.ndarray, path: Path) -> np.ndarray:
@@ -121,11 +164,12 @@ class DetectionDataset(Dataset):
         self.pipeline = resolve_pipeline(pipeline, task="detection")
 
     def _validated(self, samples: list[tuple[Path, DetectionAnnotation]]) -> list[tuple[Path, DetectionAnnotation]]:
-        """Check labels and clip every sized annotation to its image; warn once with the counts and the files."""
-        changed = dropped = 0
+        """Check labels and clip every sized annotation to its image; warn once with the counts and the files, and
+        keep each clipped or dropped box's line for ``check()``."""
+        self._clipped: dict[int, ClippedBoxes] = {}
         sources: dict[Path, None] = {}  # the files at fault, in order
         out = []
-        for path, annotation in samples:
+        for index, (path, annotation) in enumerate(samples):
             bad = annotation.labels[(annotation.labels < 0) | (annotation.labels >= len(self.classes))]
             if len(bad):
                 raise DatasetError(
@@ -133,16 +177,19 @@ class DetectionDataset(Dataset):
                     f"(0..{len(self.classes) - 1})"
                 )
             if annotation.size is not None:
-                annotation, n_changed, n_dropped = clip_boxes(annotation, *annotation.size)
-                changed, dropped = changed + n_changed, dropped + n_dropped
-                if n_changed or n_dropped:
+                annotation, report = clip_boxes(annotation, *annotation.size)
+                if report.clipped or report.dropped:
+                    self._clipped[index] = report
                     sources[annotation.source] = None
             out.append((path, annotation))
         if sources:
+            changed = sum(len(report.clipped) for report in self._clipped.values())
+            dropped = sum(len(report.dropped) for report in self._clipped.values())
             first = next(iter(sources))
             where = f"in {first}" if len(sources) == 1 else f"in {len(sources)} files, first {first}"
             logger.warning(
-                "%s: clipped %d box(es) reaching outside their image and dropped %d box(es) left with no area %s",
+                "%s: clipped %d box(es) reaching outside their image and dropped %d box(es) left with no area %s "
+                "(tools/check_dataset.py names each box)",
                 type(self).__name__, changed, dropped, where,
             )  # fmt: skip
         return out
@@ -153,35 +200,46 @@ class DetectionDataset(Dataset):
 
     @property
     def metainfo(self) -> dict[str, Any]:
-        """Classes, box colours and (COCO) original category ids: what the task, the metric and checkpoints read."""
+        """Classes, box colours, (COCO) original category ids and the format of the images (the first one's, made RGB)
+        training sees: what the task, the metric, checkpoints and predictors read."""
         return {
             "classes": self.classes,
             "palette": list(self.palette),
             "category_ids": None if self.category_ids is None else list(self.category_ids),
             "ignore_index": None,
+            "image_format": image_format(self.samples[0][0], to_rgb=True) if self.samples else None,
         }
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def _load(self, index: int) -> tuple[Path, np.ndarray, DetectionAnnotation]:
-        """The RGB image of sample ``index`` and its annotation, checked against each other."""
+    def _load(self, index: int) -> tuple[Path, np.ndarray, DetectionAnnotation, ClippedBoxes]:
+        """The RGB image of sample ``index`` and its annotation, checked against each other, and the boxes clipping
+        to the image changed."""
         path, annotation = self.samples[index]
+        if annotation.problems:
+            more = len(annotation.problems) - 1
+            raise DatasetError(
+                annotation.problems[0]
+                + (f" (and {more} more problem(s) in the annotation of this image)" if more else "")
+            )
         image = _rgb(read_image(path), path)
         height, width = image.shape[:2]
+        report = self._clipped.get(index, ClippedBoxes([], []))
         if annotation.size is None:
-            annotation = clip_boxes(annotation, height, width)[0]
+            annotation, report = clip_boxes(annotation, height, width)
         elif annotation.size != (height, width):
             raise DatasetError(
                 f"image {path} is {height}x{width} (HxW) but its annotation in {annotation.source} says "
                 f"{annotation.size[0]}x{annotation.size[1]}"
             )
-        return path, image, annotation
+        return path, image, annotation, report
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        path, image, annotation = self._load(index)
+        path, image, annotation, _ = self._load(index)
         target = ~annotation.ignore if self.skip_ignored else np.ones(len(annotation.ignore), dtype=bool)
-        out = self.pipeline(image=image, bboxes=annotation.boxes[target], labels=annotation.labels[target])
+        boxes, labels = annotation.boxes[target], annotation.labels[target]
+        out = apply_pipeline(self.pipeline, path, image=image, bboxes=boxes, labels=labels)
         tensor = image_to_tensor(out["image"])
         return {
             "image": tensor,
@@ -201,16 +259,24 @@ class DetectionDataset(Dataset):
 
     def check(self, *, on_problem: ProblemHandler | None = None, channels: int | None = None) -> DatasetSummary:
         """Read every image against its annotation and count boxes per class (ignored difficult/crowd boxes apart).
-        Problems (unreadable image, size unlike its annotation's, format unlike the rest or not ``channels``, image
-        smaller than the pipeline's crop) go to ``on_problem``; without it the first raises ``DatasetError`` naming
-        the file, once all were read."""
+        Problems (an annotation its parser could not read, each problem of it; unreadable image, size unlike its
+        annotation's, format unlike the rest or not ``channels``, image smaller than the pipeline's crop; each box left
+        with no area, by file and object; no box in the whole split) go to ``on_problem``; without it the first raises
+        ``DatasetError`` naming the file, once all were read. Boxes clipped to their image are the summary's
+        ``warnings``."""
         checker = FileChecker(pipeline=self.pipeline, channels=channels, on_problem=on_problem)
         counts = np.zeros(self.num_classes, dtype=np.int64)
         ignored = 0
-        for index, (path, _) in enumerate(self.samples):
+        for index, (path, parsed) in enumerate(self.samples):
+            if parsed.problems:
+                checker.bad_sample(path, parsed.problems)
+                continue
             with checker.sample(path):
-                _, image, annotation = self._load(index)
+                _, image, annotation, report = self._load(index)
                 counts += np.bincount(annotation.labels[~annotation.ignore], minlength=self.num_classes)
                 ignored += int(np.count_nonzero(annotation.ignore))
                 checker.image(path, image)
+                for line in report.dropped:
+                    checker.report(path, line)
+                checker.warnings.extend(report.clipped)
         return checker.summary(len(self.samples), self.classes, counts, unit="boxes", ignored=ignored)

@@ -143,15 +143,24 @@ def _iou_with(boxes: np.ndarray, crop: Sequence[int]) -> np.ndarray:
     return inter / (areas + (crop[2] - crop[0]) * (crop[3] - crop[1]) - inter)
 
 
+# Rounds of MinIoURandomCrop before it keeps the whole image although "keep" was not drawn. The references loop
+# until a round succeeds; a bound keeps a worker from spinning forever on boxes no patch can hold (a sliver on the
+# image's edge) when ``min_ious`` has no "keep" value. With the default options, (6/7)**100 < 1e-6 of calls reach it.
+_MAX_ROUNDS = 100
+
+
 @TRANSFORMS.register_module()
 class MinIoURandomCrop(BaseCrop):
     """SSD's patch sampler: crop a random patch that overlaps the objects, keep the boxes whose centre it holds.
 
-    Each call draws a minimum IoU from ``min_ious`` (a value >= 1 keeps the whole image, 0 takes any patch that
+    Each round draws a minimum IoU from ``min_ious`` (a value >= 1 keeps the whole image, 0 takes any patch that
     holds a box centre), then tries up to ``trials`` patches with sides ``U(min_crop_size, 1)`` of the image's and
     width/height within ``aspect_ratio_range``: the first that holds at least one box centre and overlaps one such
-    box with IoU >= the minimum is taken; if none qualifies the image stays whole. Kept boxes are clipped to the
-    patch. An image without boxes is cropped freely (its target stays empty).
+    box with IoU >= the minimum is taken. If none qualifies, the next round draws a new minimum IoU, as
+    torchvision's ``RandomIoUCrop`` and ssd.pytorch's ``RandomSampleCrop`` do: the image stays whole only when the
+    "keep" option is drawn first (1/7 of calls with the default ``min_ious`` when every minimum can be met), not
+    whenever one hard minimum fails. Kept boxes are clipped to the patch. An image without boxes is cropped freely
+    (its target stays empty).
     """
 
     def __init__(
@@ -178,12 +187,19 @@ class MinIoURandomCrop(BaseCrop):
 
     def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         height, width = params["shape"][:2]
-        whole = {"crop_coords": (0, 0, width, height)}
-        min_iou = self.py_random.choice(self.min_ious)
-        if min_iou >= 1:
-            return whole
         bboxes = data.get("bboxes")
         boxes = denormalize_bboxes(bboxes[:, :4], (height, width)) if bboxes is not None and len(bboxes) else None
+        for _ in range(_MAX_ROUNDS):
+            min_iou = self.py_random.choice(self.min_ious)
+            if min_iou >= 1:
+                break
+            crop = self._patch(boxes, height, width, min_iou)
+            if crop is not None:
+                return {"crop_coords": crop}
+        return {"crop_coords": (0, 0, width, height)}
+
+    def _patch(self, boxes: np.ndarray | None, height: int, width: int, min_iou: float) -> tuple[int, ...] | None:
+        """The first of ``trials`` random patches (x1, y1, x2, y2) that meets ``min_iou``, or ``None``."""
         low, high = self.aspect_ratio_range
         for _ in range(self.trials):
             crop_width = self.py_random.uniform(self.min_crop_size, 1.0) * width
@@ -199,8 +215,8 @@ class MinIoURandomCrop(BaseCrop):
                 inside = _centres_inside(boxes, crop)
                 if not inside.any() or _iou_with(boxes[inside], crop).max() < min_iou:
                     continue
-            return {"crop_coords": crop}
-        return whole
+            return crop
+        return None
 
     def apply_to_bboxes(self, bboxes: np.ndarray, crop_coords: tuple[int, int, int, int], **params: Any) -> np.ndarray:
         if len(bboxes):

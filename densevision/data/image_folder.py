@@ -10,19 +10,21 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from densevision.data.base import image_to_tensor
+from densevision.data.base import image_format, image_to_tensor
 from densevision.data.checks import DatasetError, DatasetSummary, FileChecker, ProblemHandler
 from densevision.data.io import IMAGE_EXTENSIONS, list_files, read_image
-from densevision.data.transforms import resolve_pipeline
+from densevision.data.transforms import apply_pipeline, resolve_pipeline
 from densevision.registry import DATASETS
 
 __all__ = ["ImageFolderDataset", "CIFAR10Folder"]
 
 Pipeline = Sequence[Mapping[str, Any]] | Callable[..., dict] | None
+# CIFAR-10's batches hold 8-bit RGB (what ``image_format`` records for an image file).
+_CIFAR_FORMAT = {"dtype": "uint8", "max_value": 255, "channels": 3, "to_rgb": False}
 
 
 def _classification_sample(image: np.ndarray, label: int, pipeline: Callable[..., dict], meta: dict) -> dict:
-    out = pipeline(image=image)
+    out = apply_pipeline(pipeline, meta["path"], image=image)
     return {"image": image_to_tensor(out["image"]), "label": torch.tensor(label, dtype=torch.int64), "meta": meta}
 
 
@@ -73,8 +75,9 @@ class ImageFolderDataset(Dataset):
 
     @property
     def metainfo(self) -> dict[str, Any]:
-        """Class names: the one source the runner hands to the task, the metric and checkpoints."""
-        return {"classes": self.classes}
+        """Class names and the format of the images (the first one's): what the task, the metric, checkpoints and
+        predictors read."""
+        return {"classes": self.classes, "image_format": image_format(self.samples[0][0])}
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -135,8 +138,8 @@ class CIFAR10Folder(Dataset):
 
     @property
     def metainfo(self) -> dict[str, Any]:
-        """Class names: the one source the runner hands to the task, the metric and checkpoints."""
-        return {"classes": self.classes}
+        """Class names and the format of the images (32×32 RGB, 8-bit)."""
+        return {"classes": self.classes, "image_format": _CIFAR_FORMAT}
 
     def __len__(self) -> int:
         return len(self._cifar.data)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from densevision.data.base import SegmentationDataset
+from densevision.data.base import SegmentationDataset, image_format
 from densevision.data.checks import DatasetError
 from densevision.data.io import IMAGE_EXTENSIONS, Colour, list_files
 from densevision.registry import DATASETS
@@ -19,40 +19,58 @@ from densevision.registry import DATASETS
 __all__ = ["MaskFolderDataset", "pair_by_stem"]
 
 
-def _files_with_suffix(folder: Path, suffixes: Sequence[str]) -> tuple[dict[str, Path], list[Path]]:
-    """``{relative path without suffix: path}`` for files under ``folder`` ending in one of ``suffixes``, and the
-    hidden files left out (macOS ``._*``)."""
+# How many files of each kind a pairing error names (the rest are counted).
+_NAMED = 5
+
+
+def _some(paths: Sequence[str]) -> str:
+    return ", ".join(paths[:_NAMED]) + (" ..." if len(paths) > _NAMED else "")
+
+
+def _files_with_suffix(folder: Path, suffixes: Sequence[str]) -> tuple[dict[str, Path], list[Path], list[str]]:
+    """``{relative path without suffix: path}`` for files under ``folder`` ending in one of ``suffixes``, the hidden
+    files left out (macOS ``._*``), and a line for each stem two files share (the first file keeps the stem)."""
     files, hidden = list_files(folder, suffixes, recursive=True)
     found: dict[str, Path] = {}
+    shared = []
     for path in files:
         relative = path.relative_to(folder).as_posix()
         suffix = next(s for s in suffixes if relative.lower().endswith(s.lower()))
         stem = relative[: len(relative) - len(suffix)]
         if stem in found:
-            raise DatasetError(f"two files in {folder} share the stem {stem!r}: {found[stem].name} and {path.name}")
+            shared.append(f"{stem!r} ({found[stem].name} and {path.name})")
+            continue
         found[stem] = path
-    return found, hidden
+    return found, hidden, shared
 
 
 def pair_by_stem(
     img_dir: Path, mask_dir: Path, img_suffix: str | Sequence[str] | None, mask_suffix: str
 ) -> tuple[list[tuple[Path, Path]], list[Path]]:
-    """``(image, mask)`` pairs matched by stem (an image without a mask is an error naming it), and the hidden files
-    of both folders that were left out."""
+    """``(image, mask)`` pairs matched by stem, and the hidden files of both folders that were left out.
+
+    Every pairing problem (stems two files share in either folder, images without a mask) is named in one
+    ``DatasetError``, so one run shows them all rather than one kind per rerun."""
     for what, folder in (("image", img_dir), ("mask", mask_dir)):
         if not folder.is_dir():
             raise DatasetError(f"{what} folder {folder} not found")
     suffixes = IMAGE_EXTENSIONS if img_suffix is None else [img_suffix] if isinstance(img_suffix, str) else img_suffix
-    images, hidden_images = _files_with_suffix(img_dir, suffixes)
+    images, hidden_images, shared_images = _files_with_suffix(img_dir, suffixes)
     if not images:
         raise DatasetError(f"no images ending in {', '.join(suffixes)} under {img_dir}")
-    masks, hidden_masks = _files_with_suffix(mask_dir, [mask_suffix])
+    masks, hidden_masks, shared_masks = _files_with_suffix(mask_dir, [mask_suffix])
     unmatched = [str(images[stem]) for stem in images if stem not in masks]
+    problems = [
+        f"{len(shared)} stem(s) shared by two files in {folder}: {_some(shared)}"
+        for folder, shared in ((img_dir, shared_images), (mask_dir, shared_masks))
+        if shared
+    ]
     if unmatched:
-        raise DatasetError(
-            f"{len(unmatched)} image(s) have no mask '<stem>{mask_suffix}' in {mask_dir}: "
-            f"{', '.join(unmatched[:5])}{' ...' if len(unmatched) > 5 else ''}"
+        problems.append(
+            f"{len(unmatched)} image(s) have no mask '<stem>{mask_suffix}' in {mask_dir}: {_some(unmatched)}"
         )
+    if problems:
+        raise DatasetError("; ".join(problems))
     return [(images[stem], masks[stem]) for stem in images], hidden_images + hidden_masks
 
 
@@ -89,3 +107,8 @@ class MaskFolderDataset(SegmentationDataset):
             colours=colours,
             reduce_zero_label=reduce_zero_label,
         )
+
+    @property
+    def metainfo(self) -> dict[str, Any]:
+        """The classes, colours and void label, and the format of the images (the first one's) training sees."""
+        return {**super().metainfo, "image_format": image_format(self.samples[0][0])}

@@ -10,16 +10,19 @@ from __future__ import annotations
 import inspect
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import albumentations as A
 import torch
+from albumentations.augmentations.crops.transforms import CropSizeError
 from albumentations.core.composition import BaseCompose
 from albumentations.core.transforms_interface import BasicTransform
 
+from densevision.data.checks import DatasetError, crop_too_large, pipeline_crop
 from densevision.registry import TRANSFORMS, ConfigError, close_matches
 
-__all__ = ["build_pipeline", "resolve_pipeline", "TorchSeededCompose", "TASKS_WITH_PIPELINES"]
+__all__ = ["apply_pipeline", "build_pipeline", "resolve_pipeline", "TorchSeededCompose", "TASKS_WITH_PIPELINES"]
 
 TASKS_WITH_PIPELINES = ("segmentation", "classification", "detection")
 _COMPOSITIONS = ("OneOf", "SomeOf", "OneOrOther", "Sequential", "SelectiveChannelTransform", "RandomOrder")
@@ -122,3 +125,21 @@ def resolve_pipeline(
     if callable(pipeline):
         return pipeline
     return build_pipeline(pipeline, task=task)
+
+
+def apply_pipeline(pipeline: Callable[..., dict], path: Path | str, **data: Any) -> dict[str, Any]:
+    """``pipeline(**data)`` for the sample of image ``path`` (``data['image']`` H×W×C as read).
+
+    A crop larger than the image (albumentations' ``CropSizeError``, wherever the pipeline raises it) becomes one
+    ``DatasetError`` naming the file and both sizes: ``check()`` reports it before training, but runs with
+    ``check_datasets=False`` (the VOC and COCO configs) meet it here, in a loader worker.
+    """
+    try:
+        return pipeline(**data)
+    except CropSizeError as err:
+        height, width = data["image"].shape[:2]
+        crop = pipeline_crop(pipeline)
+        problem = None if crop is None else crop_too_large(path, height, width, crop)
+        if problem is None:  # a crop further down the pipeline, after a resize or a pad: albumentations' sizes
+            problem = f"image {path} ({height}x{width}, HxW) is too small for a crop of the pipeline: {err}"
+        raise DatasetError(problem) from err

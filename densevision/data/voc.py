@@ -45,33 +45,49 @@ def _number(element: ET.Element, tag: str, path: Path, what: str) -> float:
 
 
 def parse_voc_xml(path: Path, class_index: Mapping[str, int], image_id: str) -> DetectionAnnotation:
-    """One VOC annotation file; an unknown class name or a box without numbers raises naming the file and value."""
+    """One VOC annotation file. What cannot be read (a missing or malformed file, an unknown class name, a box
+    without numbers) is kept in the record's ``problems``, one line per object naming the file and value, so one
+    ``check()`` lists every problem of every file instead of stopping at the first."""
     path = Path(path)
     if not path.is_file():
-        raise DatasetError(f"annotation file not found: {path}")
+        return DetectionAnnotation.unreadable(image_id, path, [f"annotation file not found: {path}"])
     try:
         root = ET.parse(path).getroot()
     except ET.ParseError as err:
-        raise DatasetError(f"cannot parse annotation {path}: {err}") from err
+        return DetectionAnnotation.unreadable(image_id, path, [f"cannot parse annotation {path}: {err}"])
+    problems = []
     size = root.find("size")
     shape = None
     if size is not None and size.findtext("width") and size.findtext("height"):
-        shape = (int(_number(size, "height", path, "<size>")), int(_number(size, "width", path, "<size>")))
-        shape = shape if min(shape) > 0 else None  # some labelling tools write 0: as good as not given
-    boxes, labels, difficult = [], [], []
+        try:
+            shape = (int(_number(size, "height", path, "<size>")), int(_number(size, "width", path, "<size>")))
+        except DatasetError as err:
+            problems.append(str(err))
+        shape = shape if shape is not None and min(shape) > 0 else None  # some tools write 0: as good as not given
+    boxes, labels, difficult, names = [], [], [], []
     for position, obj in enumerate(root.iter("object")):
         name = (obj.findtext("name") or "").strip()
-        if name not in class_index:
-            raise DatasetError(f"unknown class {name!r} in {path} (object {position}); expected one of {VOC_CLASSES}")
-        box = obj.find("bndbox")
         what = f"object {position} ({name})"
-        if box is None:
-            raise DatasetError(f"{what} in {path} has no <bndbox>")
-        xmin, ymin, xmax, ymax = (_number(box, tag, path, what) for tag in ("xmin", "ymin", "xmax", "ymax"))
+        try:
+            if name not in class_index:
+                raise DatasetError(
+                    f"unknown class {name!r} in {path} (object {position}); expected one of {VOC_CLASSES}"
+                )
+            box = obj.find("bndbox")
+            if box is None:
+                raise DatasetError(f"{what} in {path} has no <bndbox>")
+            xmin, ymin, xmax, ymax = (_number(box, tag, path, what) for tag in ("xmin", "ymin", "xmax", "ymax"))
+            hard = obj.find("difficult") is not None and int(_number(obj, "difficult", path, what)) == 1
+        except DatasetError as err:
+            problems.append(str(err))
+            continue
         boxes.append((xmin - 1, ymin - 1, xmax, ymax))
         labels.append(class_index[name])
-        difficult.append(obj.find("difficult") is not None and int(_number(obj, "difficult", path, what)) == 1)
-    return DetectionAnnotation(image_id, boxes, labels, difficult, source=path, size=shape)
+        difficult.append(hard)
+        names.append(what)
+    if problems:
+        return DetectionAnnotation.unreadable(image_id, path, problems)
+    return DetectionAnnotation(image_id, boxes, labels, difficult, source=path, size=shape, object_names=names)
 
 
 def _read_ids(path: Path) -> list[str]:

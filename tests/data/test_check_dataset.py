@@ -8,6 +8,7 @@ from PIL import Image
 from densevision.data.io import write_mask_png
 from tests.data.fakes import make_camvid, random_image
 from tests.data.test_coco import make_coco
+from tests.data.test_voc import make_voc
 from tests.tool_loader import load_tool
 
 RESOURCE_FORK = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        "
@@ -165,3 +166,28 @@ def test_prefers_the_dataloader_dataset_the_runner_uses(tool, tmp_path, capsys):
     assert tool.main([str(path)]) == 0
     out = capsys.readouterr().out
     assert "train_dataloader.dataset" in out and "ShapesClassification, OK" in out and "3 images" in out
+
+
+def test_all_void_masks_fail_and_name_the_void_files(tool, tmp_path, capsys):
+    root = tmp_path / "camvid"
+    for _, mask, indices in make_camvid(root, "segnet")["train"]:
+        write_mask_png(mask, np.full(indices.shape, 11, np.uint8))  # CamVid's void label everywhere
+    assert tool.main([_config(tmp_path, dict(type="CamVid", root=str(root), split="train"))]) == 1
+    captured = capsys.readouterr()
+    assert re.search(r"no labelled pixels in the \d+ readable sample\(s\)", captured.out)
+    assert "warning: " in captured.out and "label files have no labelled pixels (all void)" in captured.out
+    assert "FAILED: 1 problem(s)" in captured.err
+
+
+def test_voc_annotation_problems_are_all_listed_in_one_run(tool, tmp_path, capsys):
+    images = {f"{i:06d}": [("dog", (1, 2, 10, 12), False)] for i in range(1, 5)}
+    root = make_voc(tmp_path / "VOCdevkit", {"2007": images})
+    notes = root / "VOC2007" / "Annotations"
+    (notes / "000001.xml").write_text("<annotation><object>")
+    (notes / "000002.xml").write_text((notes / "000002.xml").read_text().replace(">dog<", ">zebra<"))
+    (notes / "000003.xml").unlink()
+    config = _config(tmp_path, dict(type="VOCDetection", root=str(root), years="2007", split="trainval"))
+    assert tool.main([config]) == 1
+    captured = capsys.readouterr()
+    assert [line.split()[0] for line in captured.out.splitlines()[1:4]] == ["cannot", "unknown", "annotation"]
+    assert "FAILED: 3 problem(s) in 4 images" in captured.err

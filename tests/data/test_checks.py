@@ -102,3 +102,26 @@ def test_images_smaller_than_the_crop_are_problems():
     checker.image(Path("narrow"), _image(20, 30))
     checker.summary(2, ["x"], [2])
     assert problems == ["image narrow is 20x30 (HxW), smaller than the 16x32 crop of pipeline[0] RandomCrop"]
+
+
+@pytest.mark.parametrize(
+    "unit, ignored, said", [("boxes", 3, "all 3 boxes are void or ignored"), ("voxels", 0, "they hold no voxels")]
+)
+def test_a_split_with_nothing_labelled_is_a_problem(unit, ignored, said):
+    problems = []
+    checker = FileChecker(on_problem=problems.append)
+    for name in ("a", "b"):
+        with checker.sample(Path(name)):
+            checker.image(Path(name), _image())
+    checker.summary(2, ["x", "y"], [0, 0], unit=unit, ignored=ignored)
+    said = f"no labelled {unit} in the 2 readable sample(s) of this split (first a): {said}"
+    assert problems == [f"{said}, so training would learn nothing"]
+
+
+def test_a_split_of_unreadable_samples_is_not_also_called_unlabelled():
+    problems = []
+    checker = FileChecker(on_problem=problems.append)
+    with checker.sample(Path("a")):
+        raise DatasetError("cannot read a")
+    checker.summary(1, ["x"], [0])
+    assert problems == ["cannot read a"]

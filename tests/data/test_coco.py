@@ -97,22 +97,71 @@ def test_boxes_outside_the_image_clipped_with_one_warning(tmp_path, caplog):
     assert "clipped 1 box(es)" in message and "dropped 2 box(es)" in message and f"in {ann_file}" in message
     np.testing.assert_array_equal(dataset[0]["boxes"].numpy(), [[25, 0, 30, 3]])
     assert len(dataset[2]["meta"]["gt_boxes"]) == 0
+    problems = []  # check() names each box by annotation id: dropped ones are problems, clipped ones warnings
+    summary = dataset.check(on_problem=problems.append)
+    image = "the 20x30 (HxW) image"
+    assert problems == [
+        f"{ann_file}: annotation 2 (x1, y1, x2, y2 = 3, 3, 3, 8) has x2 <= x1 or y2 <= y1: dropped",
+        f"{ann_file}: annotation 3 (x1, y1, x2, y2 = 40, 1, 45, 6) lies outside {image}: dropped",
+    ]
+    assert summary.warnings == [
+        f"{ann_file}: annotation 1 (x1, y1, x2, y2 = 25, -2, 35, 3) reaches outside {image}: clipped"
+    ]
+
+
+def test_negative_width_is_named_by_annotation_id(tmp_path):
+    annotations = [{"id": 41, "image_id": 10, "category_id": 1, "bbox": [9, 3, -4, 5], "iscrowd": 0}]
+    ann_file, img_dir = make_coco(tmp_path, annotations=annotations)
+    with pytest.raises(DatasetError, match=r"annotation 41 \(x1, y1, x2, y2 = 9, 3, 5, 8\) has x2 <= x1 or y2 <= y1"):
+        CocoDetection(ann_file, img_dir).check()
 
 
 @pytest.mark.parametrize(
     "change, match",
     [
-        (dict(annotations=[{"id": 8, "image_id": 10, "category_id": 2, "bbox": [1, 1, 2, 2]}]), r"category_id 2"),
         (dict(annotations=[{"id": 8, "image_id": 99, "category_id": 1, "bbox": [1, 1, 2, 2]}]), r"image_id 99"),
-        (dict(annotations=[{"id": 8, "image_id": 10, "category_id": 1, "bbox": [1, 1]}]), r"annotation 8 .* no bbox"),
         (dict(categories=[]), r"lists no categories"),
     ],
 )
-def test_bad_annotations_name_the_file_and_value(tmp_path, change, match):
+def test_bad_annotation_files_name_the_file_and_value(tmp_path, change, match):
     ann_file, img_dir = make_coco(tmp_path, **change)
     with pytest.raises(DatasetError, match=match) as info:
         CocoDetection(ann_file, img_dir)
     assert str(ann_file) in str(info.value)
+
+
+def test_check_lists_every_bad_annotation_and_reading_its_image_raises(tmp_path):
+    annotations = [
+        {"id": 8, "image_id": 10, "category_id": 2, "bbox": [1, 1, 2, 2]},
+        {"id": 9, "image_id": 10, "category_id": 1, "bbox": [1, 1]},
+        {"id": 5, "image_id": 7, "category_id": 1, "bbox": [1, 1, 2, 2]},
+        {"id": 6, "image_id": 3, "category_id": 1, "bbox": [1, 1, 2, "x"]},
+    ]
+    ann_file, img_dir = make_coco(tmp_path, annotations=annotations)
+    dataset = CocoDetection(ann_file, img_dir)
+    problems = []
+    summary = dataset.check(on_problem=problems.append)
+    assert problems == [
+        f"annotation 8 in {ann_file} has category_id 2, not one of its categories [1, 5, 90]",
+        f"annotation 9 in {ann_file} has no bbox [x, y, w, h] (got [1, 1])",
+        f"annotation 6 in {ann_file} has no bbox [x, y, w, h] (got [1, 1, 2, 'x'])",
+    ]
+    assert (summary.num_bad, summary.counts) == (2, [1, 0, 0])
+    with pytest.raises(
+        DatasetError,
+        match=r"annotation 8 .*category_id 2.* \(and 1 more problem\(s\) in the annotation of this image\)",
+    ):
+        dataset[0]
+
+
+def test_orphan_annotations_are_listed_in_one_error(tmp_path):
+    annotations = [{"id": i, "image_id": 90 + i, "category_id": 1, "bbox": [1, 1, 2, 2]} for i in range(7)]
+    ann_file, img_dir = make_coco(tmp_path, annotations=annotations)
+    with pytest.raises(
+        DatasetError,
+        match=r"^7 annotation\(s\) in .* not in its images: 0 \(image_id 90\), 1 .*, 4 \(image_id 94\) \.\.\.$",
+    ):
+        CocoDetection(ann_file, img_dir)
 
 
 def test_missing_or_malformed_annotation_file(coco, tmp_path):

@@ -20,9 +20,9 @@ def _image(path, height=20, width=30, mode="RGB"):
     return path
 
 
-def _annotation(boxes, labels, ignore=None, size=(20, 30), image_id=1, source="ann.json"):
+def _annotation(boxes, labels, ignore=None, size=(20, 30), image_id=1, source="ann.json", object_names=()):
     ignore = [False] * len(labels) if ignore is None else ignore
-    return DetectionAnnotation(image_id, boxes, labels, ignore, source=source, size=size)
+    return DetectionAnnotation(image_id, boxes, labels, ignore, source=source, size=size, object_names=object_names)
 
 
 @pytest.fixture
@@ -62,6 +62,7 @@ def test_metainfo_and_default_palette_skips_black(two_images):
         "palette": dataset.palette,
         "category_ids": [3, 7],
         "ignore_index": None,
+        "image_format": {"dtype": "uint8", "max_value": 255, "channels": 3, "to_rgb": True},
     }
     assert dataset.num_classes == 2 and (0, 0, 0) not in dataset.palette
 
@@ -83,11 +84,21 @@ def test_pipeline_moves_boxes_and_reports_img_shape(two_images):
     np.testing.assert_array_equal(sample["meta"]["gt_boxes"][0], [1, 2, 11, 12])  # ground truth stays original
 
 
-def test_clip_boxes_counts():
-    record = _annotation([[-3, 2, 10, 25], [31, 0, 40, 5], [2, 2, 2, 8], [1, 1, 5, 5]], [0, 1, 0, 1])
-    clipped, changed, dropped = clip_boxes(record, 20, 30)
+def test_clip_boxes_names_each_box_clipped_or_dropped():
+    boxes = [[-3, 2, 10, 25], [31, 0, 40, 5], [2, 2, 2, 8], [1, 1, 5, 5], [8, 1, 4, 5]]
+    record = _annotation(boxes, [0, 1, 0, 1, 1], object_names=[f"annotation {i}" for i in (11, 12, 13, 14, 15)])
+    clipped, report = clip_boxes(record, 20, 30)
     np.testing.assert_array_equal(clipped.boxes, [[0, 2, 10, 20], [1, 1, 5, 5]])
-    assert clipped.labels.tolist() == [0, 1] and (changed, dropped) == (1, 2)
+    assert clipped.labels.tolist() == [0, 1] and clipped.object_names == ("annotation 11", "annotation 14")
+    image = "the 20x30 (HxW) image"
+    assert report.clipped == [
+        f"ann.json: annotation 11 (x1, y1, x2, y2 = -3, 2, 10, 25) reaches outside {image}: clipped"
+    ]
+    assert report.dropped == [
+        f"ann.json: annotation 12 (x1, y1, x2, y2 = 31, 0, 40, 5) lies outside {image}: dropped",
+        "ann.json: annotation 13 (x1, y1, x2, y2 = 2, 2, 2, 8) has x2 <= x1 or y2 <= y1: dropped",
+        "ann.json: annotation 15 (x1, y1, x2, y2 = 8, 1, 4, 5) has x2 <= x1 or y2 <= y1: dropped",
+    ]
 
 
 def test_one_warning_counts_clipped_and_dropped_boxes(tmp_path, caplog):
@@ -119,6 +130,12 @@ def test_annotation_without_size_is_clipped_to_the_image(tmp_path):
     sample = DetectionDataset(samples, classes=CLASSES)[0]
     assert sample["boxes"].tolist() == [[0, 0, 30, 10]]
     np.testing.assert_array_equal(sample["meta"]["gt_boxes"], [[0, 0, 30, 10]])
+
+
+def test_metainfo_records_that_grey_images_are_trained_on_as_rgb(tmp_path):
+    samples = [(_image(tmp_path / "g.png", mode="L"), _annotation([[1, 1, 5, 5]], [0]))]
+    fmt = DetectionDataset(samples, classes=CLASSES).metainfo["image_format"]
+    assert fmt == {"dtype": "uint8", "max_value": 255, "channels": 3, "to_rgb": True}
 
 
 def test_grayscale_image_becomes_rgb(tmp_path):
@@ -220,3 +237,11 @@ def test_small_image_for_the_crop_is_a_dataset_error_before_training(tmp_path, t
     crop = [dict(type="Normalize"), dict(type="AtLeastOneBBoxRandomCrop", height=25, width=25)]
     with pytest.raises(DatasetError, match=r"a\.png is 20x30 \(HxW\), smaller than the 25x25 crop.*1 more problem"):
         DetectionDataset(two_images, classes=CLASSES, pipeline=crop).check()
+
+
+def test_crop_larger_than_the_image_without_check_is_one_line_naming_the_file(two_images):
+    # check_datasets=False (the VOC and COCO configs): the sample itself must name the file, in one line
+    crop = [dict(type="AtLeastOneBBoxRandomCrop", height=25, width=25), dict(type="Normalize")]
+    dataset = DetectionDataset(two_images, classes=CLASSES, pipeline=crop)
+    with pytest.raises(DatasetError, match=r"a\.png is 20x30 \(HxW\), smaller than the 25x25 crop of pipeline\[0\]"):
+        dataset[0]

@@ -187,3 +187,68 @@ def test_randomness_follows_torch_seed():
 def test_bad_arguments_name_the_transform(cfg, match):
     with pytest.raises(ConfigError, match=match):
         build_pipeline([cfg], task="detection")
+
+
+def _voc_like(rng):
+    """A VOC-shaped image (375x500 or 500x375 at 1/5 scale) with 1-9 boxes of 0.5-90 % of its area, any aspect."""
+    height, width = (75, 100) if rng.random() < 0.7 else (100, 75)
+    boxes = []
+    for _ in range(1 + min(rng.poisson(1.4), 8)):
+        area = np.exp(rng.uniform(np.log(0.005), np.log(0.9))) * height * width
+        aspect = np.exp(rng.normal(0, 0.5))
+        box_width, box_height = min(np.sqrt(area * aspect), width), min(np.sqrt(area / aspect), height)
+        x1, y1 = rng.uniform(0, width - box_width), rng.uniform(0, height - box_height)
+        boxes.append([x1, y1, x1 + box_width, y1 + box_height])
+    return np.zeros((height, width, 3), np.uint8), np.array(boxes, np.float32)
+
+
+@pytest.mark.parametrize("expand", [False, True])
+def test_whole_image_rate_matches_torchvisions_ssd_crop(expand):
+    """Left whole only when the "keep" option is drawn before a minimum IoU that some patch meets: torchvision's
+    RandomIoUCrop rate on the same boxes (with the default options 1/7 if every minimum can be met; more when
+    0.7 or 0.9 are out of reach of small boxes), not whenever the drawn minimum fails its trials."""
+    from torchvision import tv_tensors
+    from torchvision.transforms.v2 import RandomIoUCrop
+
+    draws, rng = 600, np.random.default_rng(0)
+    before = _compose([Expand(fill=0, p=0.5) if expand else A.NoOp()])
+    ours, theirs = _compose([MinIoURandomCrop()]), RandomIoUCrop(trials=50)
+    torch.manual_seed(0)
+    kept_whole = {"ours": 0, "torchvision": 0}
+    for _ in range(draws):
+        image, boxes = _voc_like(rng)
+        out = before(image=image, bboxes=boxes, labels=np.zeros(len(boxes)), ids=np.zeros(len(boxes)))
+        image, boxes = out["image"], np.asarray(out["bboxes"], np.float32).reshape(-1, 4)
+        crop = ours(image=image, bboxes=boxes, labels=np.zeros(len(boxes)), ids=np.zeros(len(boxes)))
+        kept_whole["ours"] += crop["image"].shape == image.shape
+        tv_boxes = tv_tensors.BoundingBoxes(torch.from_numpy(boxes), format="XYXY", canvas_size=image.shape[:2])
+        kept_whole["torchvision"] += not theirs.make_params(
+            [tv_tensors.Image(torch.zeros(3, *image.shape[:2])), tv_boxes]
+        )
+    ours_rate, their_rate = kept_whole["ours"] / draws, kept_whole["torchvision"] / draws
+    pooled = (ours_rate + their_rate) / 2
+    tolerance = 4 * np.sqrt(2 * pooled * (1 - pooled) / draws)  # 4 sigma of the difference of two binomial rates
+    assert 1 / 7 - 0.03 < their_rate < 0.4  # the reference recipe itself, on these boxes
+    assert abs(ours_rate - their_rate) < tolerance, kept_whole
+
+
+def test_whole_image_rate_is_one_in_seven_when_every_minimum_can_be_met():
+    # no boxes: any patch qualifies, so only the "keep" option (1 of the 7 defaults) leaves the image whole
+    draws, pipeline = 2000, _compose([MinIoURandomCrop()])
+    torch.manual_seed(0)
+    whole = sum(
+        pipeline(image=_scene(), bboxes=np.zeros((0, 4)), labels=[], ids=[])["image"].shape == (60, 80, 3)
+        for _ in range(draws)
+    )
+    assert abs(whole / draws - 1 / 7) < 4 * np.sqrt(1 / 7 * 6 / 7 / draws)
+
+
+def test_a_failed_minimum_draws_again_instead_of_keeping_the_image():
+    # A 4x4 box cannot overlap any patch (sides >= 30 % of 60x80) with IoU 0.9: every call must end cropped to a
+    # patch meeting 0.0, or whole only by drawing "keep"; without "keep" it is never left whole.
+    box = np.array([[38, 28, 42, 32]], np.float32)
+    pipeline = _compose([MinIoURandomCrop(min_ious=(0.0, 0.9))])
+    for seed in range(20):
+        torch.manual_seed(seed)
+        out = pipeline(image=_scene(), bboxes=box, labels=[0], ids=[0])
+        assert out["image"].shape != (60, 80, 3) and len(out["bboxes"]) == 1

@@ -28,6 +28,7 @@ def test_classes_from_sorted_subfolders(tmp_path):
     assert sample["image"].shape == (3, 9, 11) and sample["image"].dtype == torch.float32
     assert sample["meta"] == {"path": str(tmp_path / "dog" / "1.png"), "ori_shape": (9, 11)}
     assert dataset.check().counts == [1, 2]
+    assert dataset.metainfo["image_format"] == {"dtype": "uint8", "max_value": 255, "channels": 3, "to_rgb": False}
 
 
 def test_given_classes_pick_and_order_folders(tmp_path):
@@ -90,10 +91,11 @@ def test_check_finds_images_smaller_than_the_training_crop(tmp_path):
     dataset = ImageFolderDataset(
         tmp_path, pipeline=[dict(type="Normalize"), dict(type="RandomCrop", height=8, width=8)]
     )
-    with pytest.raises(
-        DatasetError, match=r"1\.png is 5x11 \(HxW\), smaller than the 8x8 crop of pipeline\[1\] RandomCrop"
-    ):
+    message = r"1\.png is 5x11 \(HxW\), smaller than the 8x8 crop of pipeline\[1\] RandomCrop"
+    with pytest.raises(DatasetError, match=message):
         dataset.check()
+    with pytest.raises(DatasetError, match=message):  # and when read without the check (check_datasets=False)
+        dataset[1]
 
 
 def test_hidden_files_are_skipped(tmp_path):
@@ -141,6 +143,7 @@ def test_cifar10_reads_python_batches(fake_cifar):
         train[0]["image"].numpy(), batches["data_batch_1"]["data"][0].reshape(3, 32, 32)[..., ::-1]
     )
     assert test.check().counts == [0, 0, 0, 1, 0, 0, 0, 1, 0, 0]
+    assert test.metainfo["image_format"] == {"dtype": "uint8", "max_value": 255, "channels": 3, "to_rgb": False}
 
 
 def test_cifar10_missing_batches_named(tmp_path):

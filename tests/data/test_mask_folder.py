@@ -1,3 +1,5 @@
+import logging
+
 import numpy as np
 import pytest
 import tifffile
@@ -56,8 +58,22 @@ def test_missing_folder_names_it(tmp_path, missing):
 def test_duplicate_stem_is_an_error(tmp_path):
     _tree(tmp_path, ["a"], image_writer=_rgb_png)
     Image.fromarray(np.zeros((12, 10, 3), np.uint8)).save(tmp_path / "img" / "a.jpg")
-    with pytest.raises(DatasetError, match="share the stem 'a'"):
+    with pytest.raises(DatasetError, match=r"1 stem\(s\) shared by two files in .*img: 'a' \(a\.jpg and a\.png\)$"):
         MaskFolderDataset(tmp_path / "img", tmp_path / "ann", CLASSES)
+
+
+def test_every_pairing_problem_is_named_in_one_error(tmp_path):
+    _tree(tmp_path, ["a", "b", "c"], image_writer=_rgb_png)
+    Image.fromarray(np.zeros((12, 10, 3), np.uint8)).save(tmp_path / "img" / "a.jpg")  # two images of stem a
+    write_mask_png(tmp_path / "ann" / "b.PNG", np.zeros((12, 10), np.uint8))  # two masks of stem b
+    (tmp_path / "ann" / "c.png").unlink()  # image c has no mask
+    with pytest.raises(DatasetError) as caught:
+        MaskFolderDataset(tmp_path / "img", tmp_path / "ann", CLASSES)
+    assert str(caught.value) == (
+        f"1 stem(s) shared by two files in {tmp_path / 'img'}: 'a' (a.jpg and a.png); "
+        f"1 stem(s) shared by two files in {tmp_path / 'ann'}: 'b' (b.PNG and b.png); "
+        f"1 image(s) have no mask '<stem>.png' in {tmp_path / 'ann'}: {tmp_path / 'img' / 'c.png'}"
+    )
 
 
 def test_img_suffix_filters_images(tmp_path):
@@ -184,3 +200,72 @@ def test_check_against_the_models_channels(tmp_path):
     problems = []
     dataset.check(on_problem=problems.append, channels=4)
     assert problems == [f"image {tmp_path / 'img' / 'c.png'} is 3-channel uint8; the model takes in_chans=4"]
+
+
+def test_crop_larger_than_the_image_names_the_file_when_read(tmp_path):
+    _tree(tmp_path, ["a"], image_writer=_rgb_png)
+    crop = [dict(type="RandomCrop", height=16, width=16)]
+    dataset = MaskFolderDataset(tmp_path / "img", tmp_path / "ann", CLASSES, pipeline=crop)
+    with pytest.raises(
+        DatasetError, match=r"img/a\.png is 12x10 \(HxW\), smaller than the 16x16 crop of pipeline\[0\]"
+    ):
+        dataset[0]
+
+
+def _void_masks(root, stems):
+    for stem in stems:
+        write_mask_png(root / "ann" / f"{stem}.png", np.full((12, 10), 255, np.uint8))
+
+
+def test_a_split_without_a_labelled_pixel_is_an_error_for_the_check_and_the_runner(tmp_path):
+    _tree(tmp_path, ["a", "b"], image_writer=_rgb_png)
+    _void_masks(tmp_path, ["a", "b"])  # 100 % nodata labels: training would log loss 0.0000 and "succeed"
+    dataset = MaskFolderDataset(tmp_path / "img", tmp_path / "ann", CLASSES)
+    with pytest.raises(
+        DatasetError, match=r"no labelled pixels in the 2 readable sample\(s\).*all 240 pixels are void"
+    ):
+        dataset.check()
+    problems = []
+    summary = dataset.check(on_problem=problems.append)
+    assert len(problems) == 1 and summary.num_problems == 1
+    assert summary.unlabelled == [tmp_path / "ann" / "a.png", tmp_path / "ann" / "b.png"]
+
+
+def test_a_few_void_masks_are_named_in_a_warning_not_an_error(tmp_path, caplog):
+    _tree(tmp_path, ["a", "b", "c"], image_writer=_rgb_png)
+    _void_masks(tmp_path, ["b"])
+    dataset = MaskFolderDataset(tmp_path / "img", tmp_path / "ann", CLASSES)
+    with caplog.at_level(logging.WARNING, logger="densevision"):
+        summary = dataset.check()  # the runner's call: no problem raised, the file named in the run log
+    void = tmp_path / "ann" / "b.png"
+    assert summary.num_problems == 0 and summary.unlabelled == [void]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"warning: 1 of the 3 label files have no labelled pixels (all void): {void}"
+    ]
+    assert summary.table().splitlines()[-1] == caplog.records[0].getMessage()
+
+
+@pytest.mark.parametrize(
+    "write, expected",
+    [
+        (_rgb_png, {"dtype": "uint8", "max_value": 255, "channels": 3, "to_rgb": False}),
+        (
+            lambda path, rng: tifffile.imwrite(f"{path}.tif", rng.integers(0, 65535, (12, 10), dtype=np.uint16)),
+            {"dtype": "uint16", "max_value": 65535, "channels": 1, "to_rgb": False},
+        ),
+        (
+            lambda path, rng: tifffile.imwrite(f"{path}.tif", rng.random((12, 10), dtype=np.float32)),
+            {"dtype": "float32", "max_value": None, "channels": 1, "to_rgb": False},
+        ),
+    ],
+)
+def test_metainfo_records_the_bit_depth_and_channels_trained_on(tmp_path, write, expected):
+    _tree(tmp_path, ["a"], image_writer=write)
+    dataset = MaskFolderDataset(tmp_path / "img", tmp_path / "ann", CLASSES)
+    assert dataset.metainfo["image_format"] == expected
+
+
+def test_metainfo_of_an_unreadable_first_image_leaves_the_format_unknown(tmp_path):
+    _tree(tmp_path, ["a"], image_writer=_rgb_png)
+    (tmp_path / "img" / "a.png").write_bytes(b"broken")
+    assert MaskFolderDataset(tmp_path / "img", tmp_path / "ann", CLASSES).metainfo["image_format"] is None

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from densevision.data.transforms import build_pipeline
+from densevision.data.checks import DatasetError
+from densevision.data.transforms import apply_pipeline, build_pipeline
 from densevision.registry import TRANSFORMS, ConfigError
 
 
@@ -110,3 +111,31 @@ def test_pipeline_randomness_follows_torch_seed() -> None:
     first, again, other = crops(0), crops(0), crops(1)
     assert all(np.array_equal(a, b) for a, b in zip(first, again))
     assert not all(np.array_equal(a, b) for a, b in zip(first, other))
+
+
+@pytest.mark.parametrize(
+    "steps, message",
+    [
+        (
+            [dict(type="RandomCrop", height=16, width=8)],
+            r"a\.png is 12x10 \(HxW\), smaller than the 16x8 crop of pipeline\[0\] RandomCrop$",
+        ),
+        (
+            [dict(type="Resize", height=6, width=6), dict(type="CenterCrop", height=8, width=8)],
+            r"a\.png \(12x10, HxW\) is too small for a crop of the pipeline: .*\(8, 8\) vs \(6, 6\)$",
+        ),
+    ],
+)
+def test_apply_pipeline_names_the_file_when_a_crop_is_larger_than_the_image(tmp_path, steps, message):
+    with pytest.raises(DatasetError, match=message) as caught:
+        apply_pipeline(build_pipeline(steps), tmp_path / "a.png", image=np.zeros((12, 10, 3), np.uint8))
+    assert "\n" not in str(caught.value)
+
+
+def test_apply_pipeline_leaves_other_errors_alone():
+    def pipeline(**data):
+        raise ValueError("a bug in a user's pipeline")
+
+    with pytest.raises(ValueError, match="a bug") as caught:
+        apply_pipeline(pipeline, "a.png", image=np.zeros((4, 4, 3), np.uint8))
+    assert not isinstance(caught.value, DatasetError)

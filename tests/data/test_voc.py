@@ -142,6 +142,19 @@ def test_boxes_outside_the_image_are_clipped_with_one_warning(tmp_path, caplog):
     assert "in 2 files, first" in message and "a.xml" in message
     np.testing.assert_array_equal(dataset[0]["boxes"].numpy(), [[0, 0, 30, 10]])
     np.testing.assert_array_equal(dataset[1]["boxes"].numpy(), [[0, 0, 5, 5]])
+    # check() names each box by file and object: the dropped one is a problem, the clipped ones warnings
+    problems = []
+    summary = dataset.check(on_problem=problems.append)
+    notes = root / "VOC2007" / "Annotations"
+    image = "the 20x30 (HxW) image"
+    assert problems == [
+        f"{notes / 'a.xml'}: object 1 (cat) (x1, y1, x2, y2 = 30, 0, 35, 10) lies outside {image}: dropped"
+    ]
+    assert summary.warnings == [
+        f"{notes / 'a.xml'}: object 0 (cat) (x1, y1, x2, y2 = 0, 0, 40, 10) reaches outside {image}: clipped",
+        f"{notes / 'b.xml'}: object 0 (cow) (x1, y1, x2, y2 = -1, 0, 5, 5) reaches outside {image}: clipped",
+    ]
+    assert summary.table().splitlines()[-2:] == [f"warning: {line}" for line in summary.warnings]
 
 
 def test_size_zero_counts_as_not_given(devkit):
@@ -170,16 +183,39 @@ def _break(devkit, image_id, text):
             lambda d: (d / "VOC2007" / "Annotations" / "000002.xml").unlink(),
             r"annotation file not found: .*000002\.xml",
         ),
-        (
-            lambda d: (d / "VOC2007" / "ImageSets" / "Main" / "trainval.txt").unlink(),
-            r"split list .*trainval\.txt not found \(split lists there: \['test'\]\)",
-        ),
     ],
 )
-def test_bad_annotations_name_the_file(devkit, damage, match):
+def test_bad_annotations_name_the_file_when_checked_or_read(devkit, damage, match):
     damage(devkit)
+    dataset = VOCDetection(devkit, years="2007")  # a bad annotation is a bad sample, like an unreadable image
     with pytest.raises(DatasetError, match=match):
+        dataset.check()
+    with pytest.raises(DatasetError, match=match):
+        dataset[1]
+    assert dataset[0]["boxes"].shape == (1, 4)
+
+
+def test_missing_split_list_is_an_error_when_built(devkit):
+    (devkit / "VOC2007" / "ImageSets" / "Main" / "trainval.txt").unlink()
+    with pytest.raises(DatasetError, match=r"split list .*trainval\.txt not found \(split lists there: \['test'\]\)"):
         VOCDetection(devkit, years="2007")
+
+
+def test_check_lists_every_annotation_problem_in_one_run(tmp_path):
+    images = {f"{i:06d}": [("dog", (1, 2, 10, 12), False)] for i in range(1, 6)}
+    root = make_voc(tmp_path, {"2007": images})
+    notes = root / "VOC2007" / "Annotations"
+    (notes / "000001.xml").write_text("<annotation><object>")
+    (notes / "000002.xml").write_text(_xml([("zebra", (1, 1, 5, 5), False), ("dog", ("a", 1, 5, 5), False)]))
+    (notes / "000004.xml").unlink()
+    problems = []
+    summary = VOCDetection(root, years="2007").check(on_problem=problems.append)
+    assert len(problems) == 4, problems
+    assert problems[0].startswith(f"cannot parse annotation {notes / '000001.xml'}")
+    assert problems[1].startswith(f"unknown class 'zebra' in {notes / '000002.xml'} (object 0)")
+    assert problems[2].startswith(f"object 1 (dog) in {notes / '000002.xml'} has no numeric <xmin>")
+    assert problems[3] == f"annotation file not found: {notes / '000004.xml'}"
+    assert (summary.num_bad, summary.counts[VOC_CLASSES.index("dog")]) == (3, 2)
 
 
 def test_unreadable_or_resized_image_names_the_file(devkit):
