@@ -27,8 +27,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from densevision.config import Config
 from densevision.data.checks import DatasetError
-from densevision.engine import distributed
-from densevision.engine import acceleration
+from densevision.engine import acceleration, distributed
 from densevision.engine.checkpoint import (
     BEST_CHECKPOINT,
     LAST_CHECKPOINT,
