@@ -4,8 +4,8 @@
 compiles every submodule of the task in place (``nn.Module.compile``): the network and the loss module, so a detector's
 matching and hard-negative mining are compiled with its forward. The task's own glue — its ``loss``/``predict``
 methods and the autocast hooks of ``optim_wrapper.amp`` — stays eager, so mixed precision works unchanged, and in-place
-compilation keeps every ``state_dict`` name, so checkpoints and exact resume are those of an eager run. Validation and
-testing run the same compiled modules (a graph per grad mode and shape).
+compilation keeps every ``state_dict`` name, so checkpoints and exact resume are those of an eager run. Validation
+during training runs the same compiled modules (a graph per grad mode and shape).
 
 ``mode='reduce-overhead'`` (or ``'max-autotune'``) also captures CUDA graphs, which need one input shape: the first
 training batch's shape is taken as the shape, and a batch of another shape (a variable-size pipeline, a short last
@@ -48,6 +48,8 @@ def compile_options(value: Any, *, key: str = "train_cfg.compile") -> dict[str, 
     unknown = sorted(set(value) - set(accepted))
     if unknown:
         raise ConfigError(f"{key} has unknown torch.compile option(s) {unknown}; accepted: {accepted}")
+    if not isinstance(value.get("options", {}), Mapping):
+        raise ConfigError(f"{key}.options must be a dict of inductor options, got {value['options']!r}")
     if value.get("mode") not in COMPILE_MODES:
         raise ConfigError(f"{key}.mode must be one of {list(COMPILE_MODES)}, got {value['mode']!r}")
     return dict(value)

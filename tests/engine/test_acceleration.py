@@ -96,6 +96,7 @@ def test_a_compiled_run_resumes_exactly(tmp_path, caplog):
         (dict(compile="yes"), "train_cfg.compile must be False, True or a dict of torch.compile options, got 'yes'"),
         (dict(compile=dict(mode="fast")), "train_cfg.compile.mode must be one of"),
         (dict(compile=dict(modes="default")), "train_cfg.compile has unknown torch.compile option(s) ['modes']"),
+        (dict(compile=dict(options="fast")), "train_cfg.compile.options must be a dict of inductor options"),
         (dict(channels_last=1), "train_cfg.channels_last must be True or False, got 1"),
     ],
 )
