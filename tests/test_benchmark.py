@@ -52,3 +52,40 @@ def test_training_records_carry_saved_and_peak_memory(tmp_path, capsys):
 def test_a_selection_that_matches_nothing_says_so(capsys):
     assert load_tool("benchmark").main(["tiny-infer", "--device", "cpu", "--only", "nothing*"]) == 1
     assert "no variant of tiny-infer matches --only nothing*" in capsys.readouterr().err
+
+
+def test_every_training_benchmark_of_a_network_has_the_runners_accelerations():
+    benchmark = load_tool("benchmark")
+    for name, variants in benchmark.BENCHMARKS.items():
+        if name == "dense-block-depth":  # a memory figure per depth, not a speed benchmark
+            continue
+        first = next(iter(variants()))
+        assert {f"{first} {acceleration}" for acceleration in benchmark.ACCELERATIONS} <= set(variants()), name
+
+
+def test_task_level_training_goes_through_the_tasks_loss_compiled_or_not(tmp_path):
+    path = tmp_path / "tiny.json"
+    arguments = [
+        "tiny-train",
+        "--batch-size",
+        "2",
+        "--steps",
+        "1",
+        "--warmup",
+        "1",
+        "--device",
+        "cpu",
+        "--profile",
+        "1",
+    ]
+    only = ["tiny bf16 memory_efficient", "tiny compile"]
+    assert load_tool("benchmark").main([*arguments, "--only", *only, "--json", str(path)]) == 0
+    records = {record["variant"]: record for record in json.loads(path.read_text())}
+    assert set(records) == set(only)
+    for record in records.values():
+        assert record["ms/step"] > 0 and record["input_size"] == [48, 48]
+        profile = record["profile"]
+        assert profile["host self ms/step"] > 0 and profile["kernel launches/step"] == 0  # CPU: no device kernels
+        assert profile["top host ops (self ms/step, calls/step)"][0][0].startswith(("aten::", "Torch-Compiled", "##"))
+    assert records["tiny bf16 memory_efficient"]["saved MiB"] > 0
+    assert "saved MiB" not in records["tiny compile"]  # compiled graphs save what autograd's hooks do not see

@@ -1,6 +1,7 @@
 """Time training steps and inference of densevision models against reference implementations, side by side.
 
     python tools/benchmark.py densenet121-train --batch-size 32 --image-size 224 --steps 20 --device cuda
+    python tools/benchmark.py dsod300-train --batch-size 32 --device cuda --only "dsod300" "dsod300 bf16*"
     python tools/benchmark.py densenet121-infer --steps 5 --json densenet121-infer.json
     python tools/benchmark.py fcdensenet103-infer --steps 3 --warmup 1 --device cpu
     python tools/benchmark.py dsod300-infer --steps 10 --device cpu --only "*post-processing*"
@@ -11,9 +12,14 @@ importing torch and densevision ("added RSS"); on GPUs peak CUDA memory. ``--thr
 CPU threads. Each record notes the 1-minute load average when its process started and, beside wall-clock ms, the
 process's CPU time per step: with ``--threads 1`` that is the figure other jobs on the machine skew least.
 
-Training variants time forward + backward + SGD step on random data (ms/step); on CPU they also report the bytes
-autograd saves for backward in one step (deterministic, so comparable across machines). ``bf16`` variants run the
-forward under autocast with a float32 loss, as ``optim_wrapper.amp='bf16'`` does.
+Training variants time forward + backward + SGD step on random data (ms/step): DenseNet-121 against a random
+cross-entropy target, FC-DenseNet103 and DSOD300 through their task's ``loss`` (``Segmentor``, ``Detector``: prior
+matching and hard-negative mining count). On CPU they also report the bytes autograd saves for backward in one step
+(deterministic, so comparable across machines; not for compiled variants, whose graphs save what autograd does not
+see). ``bf16`` variants run the forward under autocast with a float32 loss, as ``optim_wrapper.amp='bf16'`` does;
+``channels_last``, ``compile`` and ``cuda-graphs`` (``compile=dict(mode='reduce-overhead')``) variants prepare the
+model and batch as the runner's ``train_cfg.channels_last`` / ``train_cfg.compile`` do. ``--profile N`` adds a
+``torch.profiler`` summary of N more steps to each record: host and kernel time, kernel launches, the costliest ops.
 
 Inference variants time one prediction call without autograd (ms/batch) through ``densevision.backends`` — the path
 tools/infer.py takes: eager, channels_last, compiled, onnxruntime (exported and checked first, in another process, so
@@ -47,11 +53,13 @@ from torch import nn  # noqa: E402
 
 import densevision  # noqa: E402
 from densevision.backends import CHECK_SIZE, EXPORT_SIZE, OnnxRuntimeForward, prepare_forward  # noqa: E402
+from densevision.engine.acceleration import TrainingAcceleration  # noqa: E402
 from densevision.export import export_and_check, output_names  # noqa: E402
 from densevision.models.blocks import DenseBlock  # noqa: E402
 from densevision.models.tasks import Detector  # noqa: E402
 from densevision.precision import autocast_dtype, autocast_forward  # noqa: E402
 from densevision.profiling import saved_tensor_bytes  # noqa: E402
+from densevision.registry import TASKS  # noqa: E402
 
 RESULT_PREFIX = "BENCHMARK-RESULT "  # the line a variant's process prints its record on
 
@@ -60,30 +68,88 @@ RESULT_PREFIX = "BENCHMARK-RESULT "  # the line a variant's process prints its r
 
 
 class TrainVariant(NamedTuple):
+    """A network (trained against a random cross-entropy target) or a task (trained through its own ``loss`` on a
+    synthetic batch, so a detector's matching and hard-negative mining count), and how its step runs: precision and
+    the runner's ``train_cfg.compile`` / ``train_cfg.channels_last`` (densevision.engine.acceleration)."""
+
     build: Callable[[], nn.Module]
     precision: str = "fp32"
+    compile: bool | dict[str, Any] = False
+    channels_last: bool = False
+
+
+# The runner's accelerations, each added to a benchmark's first variant; "cuda-graphs" captures the compiled step.
+ACCELERATIONS: dict[str, dict[str, Any]] = {
+    "channels_last": dict(channels_last=True),
+    "compile": dict(compile=True),
+    "cuda-graphs": dict(compile=dict(mode="reduce-overhead")),
+}
+
+
+def _with_accelerations(variants: dict[str, TrainVariant]) -> dict[str, TrainVariant]:
+    name, first = next(iter(variants.items()))
+    return {**variants, **{f"{name} {acc}": first._replace(**opts) for acc, opts in ACCELERATIONS.items()}}
 
 
 def densenet121_train() -> dict[str, TrainVariant]:
     densevision_121 = partial(densevision.create_model, "densenet121")
-    return {
-        "densevision": TrainVariant(densevision_121),
-        "densevision memory_efficient": TrainVariant(partial(densevision_121, memory_efficient=True)),
-        "densevision bf16": TrainVariant(densevision_121, precision="bf16"),
-        "torchvision": TrainVariant(partial(torchvision.models.densenet121, weights=None)),
-        "torchvision memory_efficient": TrainVariant(
-            partial(torchvision.models.densenet121, weights=None, memory_efficient=True)
-        ),
-    }
+    efficient_121 = partial(densevision_121, memory_efficient=True)
+    return _with_accelerations(
+        {
+            "densevision": TrainVariant(densevision_121),
+            "densevision memory_efficient": TrainVariant(efficient_121),
+            "densevision memory_efficient compile": TrainVariant(efficient_121, compile=True),
+            "densevision bf16": TrainVariant(densevision_121, precision="bf16"),
+            "densevision bf16 channels_last": TrainVariant(densevision_121, precision="bf16", channels_last=True),
+            "densevision bf16 channels_last compile": TrainVariant(
+                densevision_121, precision="bf16", channels_last=True, compile=True
+            ),
+            "densevision bf16 channels_last cuda-graphs": TrainVariant(
+                densevision_121, precision="bf16", channels_last=True, compile=dict(mode="reduce-overhead")
+            ),
+            "torchvision": TrainVariant(partial(torchvision.models.densenet121, weights=None)),
+            "torchvision memory_efficient": TrainVariant(
+                partial(torchvision.models.densenet121, weights=None, memory_efficient=True)
+            ),
+        }
+    )
+
+
+def _task(kind: str, model: dict[str, Any], **kwargs: Any) -> nn.Module:
+    return TASKS.build(dict(type=kind, model={**model, **kwargs}))
+
+
+def _task_variants(name: str, kind: str, model: dict[str, Any]) -> dict[str, TrainVariant]:
+    """A task's training step through its ``loss``: fp32, bf16, memory_efficient (both precisions), accelerations."""
+    plain = partial(_task, kind, model)
+    efficient = partial(plain, memory_efficient=True)
+    return _with_accelerations(
+        {
+            name: TrainVariant(plain),
+            f"{name} bf16": TrainVariant(plain, precision="bf16"),
+            f"{name} memory_efficient": TrainVariant(efficient),
+            f"{name} bf16 memory_efficient": TrainVariant(efficient, precision="bf16"),
+            f"{name} bf16 channels_last": TrainVariant(plain, precision="bf16", channels_last=True),
+            f"{name} bf16 channels_last compile": TrainVariant(
+                plain, precision="bf16", channels_last=True, compile=True
+            ),
+        }
+    )
 
 
 def fcdensenet103_train() -> dict[str, TrainVariant]:
-    return {
-        "fcdensenet103": TrainVariant(partial(densevision.create_model, "fcdensenet103")),
-        "fcdensenet103 memory_efficient": TrainVariant(
-            partial(densevision.create_model, "fcdensenet103", memory_efficient=True)
-        ),
-    }
+    """The Tiramisu through ``Segmentor.loss`` (CamVid's 11 classes)."""
+    return _task_variants("fcdensenet103", "Segmentor", dict(type="fcdensenet103", num_classes=11))
+
+
+def dsod300_train() -> dict[str, TrainVariant]:
+    """DSOD300 through ``Detector.loss`` (VOC's 20 classes + background): prior matching and hard-negative mining."""
+    return _task_variants("dsod300", "Detector", dict(type="dsod300", num_classes=21))
+
+
+def tiny_train() -> dict[str, TrainVariant]:
+    """A tiny FC-DenseNet through ``Segmentor.loss``: a quick check that every training path runs."""
+    return _task_variants("tiny", "Segmentor", dict(type="FCDenseNet", **TINY_FCDENSENET))
 
 
 def _stem_and_block(num_layers: int, memory_efficient: bool) -> nn.Module:
@@ -105,28 +171,54 @@ def dense_block_depth() -> dict[str, TrainVariant]:
 BENCHMARKS: dict[str, Callable[[], dict[str, TrainVariant]]] = {
     "densenet121-train": densenet121_train,
     "fcdensenet103-train": fcdensenet103_train,
+    "dsod300-train": dsod300_train,
     "dense-block-depth": dense_block_depth,
+    "tiny-train": tiny_train,
 }
+TRAIN_IMAGE_SIZES = {"dsod300-train": 300, "tiny-train": 48}  # else 224
+
+
+def _task_batch(task: nn.Module, images: torch.Tensor, generator: torch.Generator) -> dict[str, Any]:
+    """A fixed synthetic batch for ``task.loss``: random masks, or three random boxes and labels per image."""
+    n, _, height, width = images.shape
+    device = images.device
+    if isinstance(task, Detector):
+        corners = torch.rand(n, 3, 2, device=device, generator=generator) * 0.5
+        sizes = 0.2 + torch.rand(n, 3, 2, device=device, generator=generator) * 0.3
+        scale = images.new_tensor([width, height, width, height])
+        boxes = torch.cat([corners, corners + sizes], dim=2) * scale
+        labels = torch.randint(0, task.model.num_classes - 1, (n, 3), device=device, generator=generator)
+        return {"image": images, "boxes": list(boxes), "labels": list(labels)}
+    classes = task.model.num_classes
+    return {"image": images, "mask": torch.randint(0, classes, (n, height, width), device=device, generator=generator)}
 
 
 def time_training(variant: TrainVariant, args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device(args.device)
     torch.manual_seed(0)
     model = variant.build().to(device).train()
+    acceleration = TrainingAcceleration(compile=variant.compile, channels_last=variant.channels_last)
+    acceleration.apply(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    size = args.image_size or 224
+    size = args.image_size or TRAIN_IMAGE_SIZES.get(args.benchmark, 224)
     images = torch.randn(args.batch_size or 8, 3, size, size, device=device)
     generator = torch.Generator(device).manual_seed(0)
     dtype = autocast_dtype(variant.precision, device, what="precision")
+    task = hasattr(model, "loss")
+    batch = acceleration.prepare_batch(_task_batch(model, images, generator) if task else {"image": images})
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         with autocast_forward(model, dtype, device.type):  # float32 outputs, so a float32 loss
-            logits = model(images)  # N×K class scores or N×K×H×W logits: one random target of that shape
-        target = torch.randint(
-            0, logits.shape[1], (logits.shape[0], *logits.shape[2:]), device=device, generator=generator
-        )
-        nn.functional.cross_entropy(logits, target).backward()
+            if task:
+                loss = model.loss(batch)["loss"]
+            else:  # N×K class scores or N×K×H×W logits: one random target of that shape
+                logits = model(batch["image"])
+                target = torch.randint(
+                    0, logits.shape[1], (logits.shape[0], *logits.shape[2:]), device=device, generator=generator
+                )
+                loss = nn.functional.cross_entropy(logits, target)
+        loss.backward()
         optimizer.step()
 
     for _ in range(args.warmup):
@@ -144,11 +236,44 @@ def time_training(variant: TrainVariant, args: argparse.Namespace) -> dict[str, 
     }
     if device.type == "cuda":
         result["peak MiB"] = torch.cuda.max_memory_allocated(device) / 2**20
-    else:
+    elif not variant.compile:  # compiled graphs save what autograd's hooks do not see
         result["saved MiB"] = saved_tensor_bytes(step) / 2**20
+    if args.profile:
+        result["profile"] = profile_steps(step, device, args.profile)
     result["precision"] = variant.precision if dtype is not None else "fp32"
     result["input_size"] = [size, size]
     return result
+
+
+def profile_steps(step: Callable[[], None], device: torch.device, steps: int) -> dict[str, Any]:
+    """``torch.profiler`` over ``steps`` more steps: host (CPU) time, device-kernel time and kernel launches per step,
+    and the operators that take the most host time — whether a step waits for Python and dispatch or for kernels."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    _synchronize(device)
+    start = time.perf_counter()
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        _synchronize(device)
+    wall = time.perf_counter() - start
+    events = prof.key_averages()
+    kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+    top_host = sorted((e for e in events if e.self_cpu_time_total > 0), key=lambda e: -e.self_cpu_time_total)[:12]
+    top_kernels = sorted(kernels, key=lambda e: -e.self_device_time_total)[:12]
+    return {
+        "wall ms/step (profiled)": 1000 * wall / steps,
+        "host self ms/step": sum(e.self_cpu_time_total for e in events) / 1000 / steps,
+        "kernel ms/step": sum(e.self_device_time_total for e in kernels) / 1000 / steps,
+        "kernel launches/step": sum(e.count for e in kernels) / steps,
+        "top host ops (self ms/step, calls/step)": [
+            [e.key, e.self_cpu_time_total / 1000 / steps, e.count / steps] for e in top_host
+        ],
+        "top kernels (ms/step, calls/step)": [
+            [e.key[:120], e.self_device_time_total / 1000 / steps, e.count / steps] for e in top_kernels
+        ],
+    }
 
 
 # ----------------------------------------------------------------------------------------------------- inference
@@ -390,6 +515,7 @@ def _child(args: argparse.Namespace, variant: str, *extra: str) -> dict[str, Any
         ("--batch-size", args.batch_size),
         ("--image-size", args.image_size),
         ("--threads", args.threads),
+        ("--profile", args.profile or None),
     ):
         if value is not None:
             command += [flag, str(value)]
@@ -475,6 +601,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="CPU threads of torch and onnxruntime (default: torch's)")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run these variants only (names or glob patterns)")
     parser.add_argument("--json", help="write one record per variant to this JSON file")
+    parser.add_argument(
+        "--profile", type=int, default=0, metavar="STEPS", help="training: torch.profiler over this many more steps"
+    )
     for hidden in ("--variant", "--onnx", "--reference", "--save-reference"):  # a variant's own process
         parser.add_argument(hidden, help=argparse.SUPPRESS)
     parser.add_argument("--export-only", action="store_true", help=argparse.SUPPRESS)

@@ -31,6 +31,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="PATH|auto",
         help="continue from a checkpoint (bare: auto, the work dir's last.pth) with this config's optimizer settings",
     )
+    parser.add_argument(
+        "--compile", action="store_true", help="compile the task's network and loss (train_cfg.compile=True)"
+    )
     parser.add_argument("--launcher", choices=["none", "pytorch"], default="none", help="'pytorch' under torchrun")
     return parser.parse_args(argv)
 
@@ -39,7 +42,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    cfg = load_config(args.config, args.cfg_options, work_dir=args.work_dir, resume=args.resume, launcher=args.launcher)
+    options = ["train_cfg.compile=True", *args.cfg_options] if args.compile else args.cfg_options
+    cfg = load_config(args.config, options, work_dir=args.work_dir, resume=args.resume, launcher=args.launcher)
     try:
         run_training(cfg)
     except KeyboardInterrupt:

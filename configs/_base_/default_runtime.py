@@ -47,7 +47,12 @@ param_scheduler = []
 # epochs and at the end. A DatasetError raised while loading a sample (unreadable file, label outside the classes)
 # stops the run with its own one-line message; skip_bad_samples=True replaces such a training sample by the next good
 # one instead and logs, per epoch, how many were skipped and the first few (validation never skips).
-train_cfg = dict(max_epochs=100, max_iters=None, val_interval=1, skip_bad_samples=False)
+# compile: False, True or a dict of torch.compile options (e.g. dict(mode='reduce-overhead'): CUDA graphs, for fixed
+# input shapes; other shapes recompile without them) for the task's network and loss; channels_last: NHWC parameters
+# and images (tensor cores). Both keep checkpoints and resume as in eager runs (densevision/engine/acceleration.py).
+train_cfg = dict(
+    max_epochs=100, max_iters=None, val_interval=1, skip_bad_samples=False, compile=False, channels_last=False
+)
 checkpoint = dict(monitor=None, mode="max")  # e.g. monitor='mIoU': also keep best.pth; last.pth is written every epoch
 early_stopping = None  # e.g. dict(monitor='mIoU', patience=150, mode='max', min_delta=0.0): patience in evaluations
 log_interval = 10  # iterations between metrics.jsonl / TensorBoard training records

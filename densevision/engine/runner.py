@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from densevision.config import Config
 from densevision.data.checks import DatasetError
-from densevision.engine import distributed
+from densevision.engine import acceleration, distributed
 from densevision.engine.checkpoint import (
     BEST_CHECKPOINT,
     LAST_CHECKPOINT,
@@ -51,7 +51,13 @@ __all__ = ["Runner", "seed_everything", "prepare_work_dir", "to_device", "ShardS
 logger = logging.getLogger("densevision")
 
 LOADER_KEYS = ("batch_size", "num_workers", "shuffle", "pin_memory", "drop_last", "persistent_workers", "dataset")
-TRAIN_CFG_DEFAULTS = {"max_epochs": None, "max_iters": None, "val_interval": 1, "skip_bad_samples": False}
+TRAIN_CFG_DEFAULTS = {
+    "max_epochs": None,
+    "max_iters": None,
+    "val_interval": 1,
+    "skip_bad_samples": False,
+    **acceleration.TRAIN_CFG_DEFAULTS,
+}
 CHECKPOINT_DEFAULTS = {"monitor": None, "mode": "max"}
 EARLY_STOPPING_DEFAULTS = {"monitor": None, "patience": None, "mode": "max", "min_delta": 0.0}
 VISUALIZATION_DEFAULTS = {"num_samples": 4}
@@ -390,6 +396,8 @@ class Runner:
 
         if resume_from is None and self.cfg.get("load_from"):
             self._load_initial_weights(Path(self.cfg["load_from"]))
+        self.acceleration = acceleration.TrainingAcceleration.from_train_cfg(self.train_cfg)
+        self.acceleration.apply(self.task)
         self.optim_wrapper = build_optim_wrapper(self.task, _section_or_fail(self.cfg, "optim_wrapper"), self.device)
         self.param_schedulers = ParamSchedulers(self.optim_wrapper.optimizer, self.cfg.get("param_scheduler"))
         resume_notes = self._resume(checkpoint, resume_from, len(train_loader)) if checkpoint is not None else []
@@ -570,7 +578,7 @@ class Runner:
                 break
             schedulers.before_iter(self.iteration)
             lr = optim.lr
-            batch = to_device(self._unpack(loaded), self.device)
+            batch = self.acceleration.prepare_batch(to_device(self._unpack(loaded), self.device))
             stepping = optim.should_step(index, num_iters)
             no_sync = isinstance(loss_model, DistributedDataParallel) and not stepping
             with loss_model.no_sync() if no_sync else contextlib.nullcontext():
