@@ -16,7 +16,7 @@ from densevision.config import Config
 from densevision.engine.checkpoint import save_checkpoint
 from densevision.export import ExportError, ExportResult
 from densevision.inference import Predictor
-from densevision.models.tasks import Segmentor
+from densevision.tasks import Segmentor
 from densevision.registry import ConfigError
 from tests.tool_loader import load_tool
 

@@ -10,7 +10,7 @@ from torch import nn
 from densevision.engine.checkpoint import save_checkpoint
 from densevision.export import ExportError, check_onnx, export_and_check, export_onnx, input_channels
 from densevision.models.blocks import DenseBlock, Transition
-from densevision.models.tasks import Segmentor
+from densevision.tasks import Segmentor
 from tests.tool_loader import load_tool
 
 

@@ -5,8 +5,9 @@ import rasterio
 import torch
 from torch import nn
 
-from densevision.data.medical import DecathlonDataset, VolumeSlicing
-from densevision.inference import SegmentationPredictor
+from densevision.data.decathlon import DecathlonDataset
+from densevision.data.medical import VolumeSlicing
+from densevision.tasks.segmentation import SegmentationPredictor
 from densevision.registry import ConfigError
 from densevision.spatial import LABEL_NODATA, predict_geotiff, predict_nifti
 from tests.data.test_medical import AFFINE, SHAPE, decathlon, save, volume_pair

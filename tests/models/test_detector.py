@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from densevision.models.tasks import Detector
+from densevision.tasks import Detector
 from densevision.registry import TASKS
 
 TINY_DSOD = dict(
