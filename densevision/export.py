@@ -18,9 +18,10 @@ import io
 import os
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,10 +37,18 @@ __all__ = [
     "export_and_check",
     "input_channels",
     "output_names",
+    "exported_forward",
 ]
 
 INPUT_NAME = "images"
 EXPORTERS = ("auto", "dynamo", "torchscript")
+
+
+def exported_forward(task: nn.Module) -> Callable[[Tensor], Any]:
+    """What a task's ONNX graph computes, as a call on the task itself: its ``export_forward`` when it has one
+    (detection decodes boxes there), else its ``forward``. Predictors run this on every backend, so torch and
+    onnxruntime give the same outputs to the task's post-processing."""
+    return getattr(task, "export_forward", task)
 
 
 class _ExportForward(nn.Module):
@@ -54,8 +63,7 @@ class _ExportForward(nn.Module):
         self.fixed_size = getattr(task, "export_input_size", None)
 
     def forward(self, images: Tensor) -> tuple[Tensor, ...]:
-        run = getattr(self.task, "export_forward", self.task)
-        outputs = run(images)
+        outputs = exported_forward(self.task)(images)
         return tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
 
 
