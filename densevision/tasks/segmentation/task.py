@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from densevision.data.base import default_palette
 from densevision.registry import MODELS, TASKS
 from densevision.tasks.base import build_part
 from densevision.tasks.segmentation.drawing import blend_mask
@@ -72,5 +73,8 @@ class Segmentor(nn.Module):
         classes: Sequence[str] | None = None,
         palette: Sequence[Sequence[int]] | None = None,
     ) -> np.ndarray:
-        """A prediction's or ground truth's ``mask`` over the H×W×3 uint8 ``image`` (run samples)."""
-        return blend_mask(image, np.asarray(torch.as_tensor(target["mask"]).cpu()), palette or [], alpha=0.5)
+        """A prediction's or ground truth's ``mask`` over the H×W×3 uint8 ``image`` (run samples); void stays
+        uncoloured. Without a palette, the colours tools/infer.py uses."""
+        if palette is None:
+            palette = default_palette(len(classes) if classes is not None else 256)
+        return blend_mask(image, np.asarray(torch.as_tensor(target["mask"]).cpu()), palette, alpha=0.5)
