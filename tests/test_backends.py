@@ -16,8 +16,8 @@ from densevision.config import Config
 from densevision.engine.checkpoint import save_checkpoint
 from densevision.export import ExportError, ExportResult
 from densevision.inference import Predictor
-from densevision.tasks import Detector, Segmentor
 from densevision.registry import ConfigError
+from densevision.tasks import Detector, Segmentor
 from tests.tool_loader import load_tool
 
 CPU = torch.device("cpu")

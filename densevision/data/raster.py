@@ -22,7 +22,6 @@ from densevision.data.checks import DatasetError, DatasetSummary, FileChecker, P
 from densevision.data.io import Colour
 from densevision.data.mask_folder import pair_by_stem
 from densevision.formats.geotiff import (
-    SceneInfo,
     check_alignment,
     grid_windows,
     open_raster,

@@ -202,6 +202,7 @@ class GeoTiffFormat(FileFormat):
 
     name = "geotiff"
     suffixes = (".tif", ".tiff")
+    by_default = False
 
     def predict_labels(
         self,

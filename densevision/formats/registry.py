@@ -1,9 +1,10 @@
 """The file-format registry: which plug-in reads (and predicts into) a file, chosen by its name.
 
 A format names its suffixes; ``format_for(path, prefer=...)`` gives the registered format a file belongs to. Where two
-formats share a suffix (a ``.tif`` is a plain image, or a georeferenced scene), the caller's ``prefer`` decides: a
-config trained on scenes prefers ``geotiff``. Formats that hold more than one image (a volume, a scene larger than
-memory) predict whole files through ``predict_labels``; plain images are read and passed to a predictor's ``predict``.
+formats share a suffix (a ``.tif`` is a plain image, or a georeferenced scene), the one read ``by_default`` wins unless
+the caller's ``prefer`` names the other: a config trained on scenes prefers ``geotiff``. Formats that hold more than
+one image (a volume, a scene larger than memory) predict whole files through ``predict_labels``; plain images are read
+and passed to a predictor's ``predict``.
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ __all__ = ["FileFormat", "FORMATS", "register_format", "format_for", "input_suff
 
 
 class FileFormat(ABC):
-    """One file format: its ``name`` and ``suffixes`` (lower case, longest first where one ends another)."""
+    """One file format: its ``name``, ``suffixes`` (lower case, longest first where one ends another), and whether a
+    file with them is this format when nobody says otherwise (``by_default``; a ``.tif`` is a GeoTIFF scene only for
+    a config that trains on scenes)."""
 
     name: str
     suffixes: tuple[str, ...]
+    by_default: bool = True
 
     def matches(self, path: str | Path) -> bool:
         return Path(path).name.lower().endswith(self.suffixes)
@@ -59,9 +63,10 @@ def register_format(file_format: FileFormat) -> FileFormat:
 
 
 def format_for(path: str | Path, prefer: Iterable[str] = ()) -> FileFormat | None:
-    """The format of ``path``: the first of ``prefer`` (format names) that matches it, else the first registered one
-    that does; ``None`` for a file no format reads."""
-    candidates = [FORMATS[name] for name in prefer if name in FORMATS] + list(FORMATS.values())
+    """The format of ``path``: the first of ``prefer`` (format names) that matches it, else the registered format that
+    reads it by default; ``None`` for a file no format reads."""
+    candidates = [FORMATS[name] for name in prefer if name in FORMATS]
+    candidates += [fmt for fmt in FORMATS.values() if fmt.by_default]
     return next((fmt for fmt in candidates if fmt.matches(path)), None)
 
 

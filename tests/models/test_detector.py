@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from densevision.tasks import Detector
 from densevision.registry import TASKS, ConfigError
+from densevision.tasks import Detector
 
 TINY_DSOD = dict(
     type="DSOD",
