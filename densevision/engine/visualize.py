@@ -63,12 +63,12 @@ def save_prediction_samples(
     samples: Sequence[tuple[torch.Tensor, Mapping[str, Any], Mapping[str, Any]]],
     directory: str | Path,
     *,
-    draw: SampleDrawer | None = None,
+    drawer: SampleDrawer | None = None,
     palette: Sequence[Sequence[int]] | None = None,
     classes: Sequence[str] | None = None,
 ) -> list[Path]:
     """One PNG per ``(image, prediction, ground truth)``: the ground truth beside the prediction, each drawn by
-    ``draw`` (the task's); without it, or for an empty target (no ground truth), the image alone."""
+    ``drawer`` (the task's ``draw``); without it, or for an empty target (no ground truth), the image alone."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -78,7 +78,7 @@ def save_prediction_samples(
         for axis, title, drawn in zip(figure.subplots(1, 2), ("ground truth", "prediction"), (target, prediction)):
             axis.set_title(title, fontsize=9)
             axis.set_axis_off()
-            axis.imshow(_drawn(draw, picture, drawn, palette, classes), interpolation="nearest")
+            axis.imshow(_drawn(drawer, picture, drawn, palette, classes), interpolation="nearest")
         path = directory / f"sample_{index:02d}.png"
         figure.savefig(path, dpi=100)
         paths.append(path)
@@ -86,12 +86,12 @@ def save_prediction_samples(
 
 
 def _drawn(
-    draw: SampleDrawer | None,
+    drawer: SampleDrawer | None,
     picture: np.ndarray,
     target: Mapping[str, Any],
     palette: Sequence[Sequence[int]] | None,
     classes: Sequence[str] | None,
 ) -> np.ndarray:
-    if draw is None or not target:
+    if drawer is None or not target:
         return picture
-    return draw(picture, target, classes=classes, palette=palette)
+    return drawer(picture, target, classes=classes, palette=palette)

@@ -27,7 +27,7 @@ def test_sample_pictures_are_written_for_every_task(tmp_path, prediction, target
     task_draw = next((draw for key, draw in drawers.items() if key in prediction), None)
     draw = None if task_draw is None else lambda *args, **kwargs: task_draw(None, *args, **kwargs)
     samples = [(torch.randn(3, 4, 4), prediction, target)]
-    paths = save_prediction_samples(samples, tmp_path / "samples", draw=draw, classes=["a", "b"])
+    paths = save_prediction_samples(samples, tmp_path / "samples", drawer=draw, classes=["a", "b"])
     assert [p.name for p in paths] == ["sample_00.png"] and paths[0].stat().st_size > 0
 
 
