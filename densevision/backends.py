@@ -36,7 +36,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from densevision.export import INPUT_NAME, ExportError, export_and_check, exported_forward, output_names
+from densevision.export import (
+    INPUT_NAME,
+    ExportError,
+    export_and_check,
+    exported_forward,
+    output_names,
+    trace_size,
+)
 from densevision.precision import PRECISIONS, add_autocast_hooks, autocast_dtype
 from densevision.registry import ConfigError
 
@@ -127,7 +134,8 @@ def _onnxruntime(
         return forward, f"onnxruntime ({forward.threads} threads), float32, cached export {onnx_file}"
     with tempfile.TemporaryDirectory(prefix="densevision-onnx-") as folder:
         exported = Path(folder) / "model.onnx"
-        result = export_and_check(task, exported, input_size=EXPORT_SIZE, batch_size=2, check_size=check_size)
+        size = trace_size(task, EXPORT_SIZE)
+        result = export_and_check(task, exported, input_size=size, batch_size=2, check_size=check_size)
         forward = OnnxRuntimeForward(exported, outputs=outputs)
         where = "a temporary file (no checkpoint to cache it beside)"
         if onnx_file is not None:
