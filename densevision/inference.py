@@ -48,7 +48,6 @@ __all__ = [
     "blend_tiles",
     "TILE_WINDOWS",
     "find_images",
-    "display_rgb",
     "infer_files",
     "output_folder",
 ]
@@ -430,20 +429,6 @@ def find_images(pattern: str | os.PathLike) -> list[Path]:
     if not found:
         raise FileNotFoundError(f"no image file matched {str(pattern)!r} (a file, a folder or a glob pattern)")
     return sorted(found)
-
-
-def display_rgb(image: np.ndarray) -> np.ndarray:
-    """An image as H×W×3 uint8 for viewing: one band as grey, the first three of more; other dtypes min-max scaled."""
-    array = np.asarray(image)
-    if array.ndim == 2:
-        array = array[..., None]
-    array = np.repeat(array[..., :1], 3, axis=2) if array.shape[2] < 3 else array[..., :3]
-    if array.dtype == np.uint8:
-        return array
-    array = array.astype(np.float64)
-    low, high = float(array.min()), float(array.max())
-    scaled = (array - low) / (high - low) if high > low else np.zeros_like(array)
-    return np.round(scaled * 255).astype(np.uint8)
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from densevision.inference import display_rgb
+from densevision.formats.image import display_rgb
 
 __all__ = ["caption"]
 

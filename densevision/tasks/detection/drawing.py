@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from densevision.data.base import default_palette
-from densevision.inference import display_rgb
+from densevision.formats.image import display_rgb
 
 __all__ = ["DRAW_THRESHOLD", "MIN_DRAWN_SIZE", "draw_detections"]
 

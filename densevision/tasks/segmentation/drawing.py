@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from densevision.inference import display_rgb
+from densevision.formats.image import display_rgb
 
 __all__ = ["blend_mask"]
 
