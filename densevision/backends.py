@@ -3,7 +3,10 @@
 ``torch``: the task itself, prepared in place — its network compiled (``torch.compile``) when asked, its weights and
 inputs in channels_last memory format (by default on CPU, where it measured faster for DenseNet-121 and FC-DenseNet;
 ``tools/benchmark.py``), and its forward under autocast for ``bf16``/``fp16`` (``densevision.precision``), outputs
-float32. Because the task itself is prepared, ``task.predict`` (detection's decoding and NMS) takes the same path.
+float32. Because the task itself is prepared, ``task.predict`` takes the same path.
+
+Both backends run what the task exports (``export.exported_forward``: logits, or a detector's decoded boxes and class
+probabilities); the task's post-processing (a detector's per-class NMS) follows in torch on either.
 
 ``onnxruntime``: the task exported to ONNX by ``densevision.export`` (dynamic batch, height and width), checked against
 PyTorch at another, odd size, and run by onnxruntime on the CPU in float32 with as many threads as torch uses. The
@@ -13,9 +16,7 @@ rewritten one (a new ``best.pth``) is exported again and its stale export remove
 not writable the export lives in a temporary file for the run.
 
 ``auto`` picks the fastest path that is exact in float32, as measured on CPU: onnxruntime when it is installed, the
-device is the CPU, the precision is fp32, no compilation is asked for, the task's exported graph is its forward and
-the export check passes; otherwise torch. Detection always runs on torch: its exported graph ends in decoded boxes and
-class probabilities, while its ``predict`` (decoding, per-class NMS in torchvision) starts from the raw head outputs.
+device is the CPU, the precision is fp32, no compilation is asked for and the export check passes; otherwise torch.
 """
 
 from __future__ import annotations
@@ -35,7 +36,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from densevision.export import INPUT_NAME, ExportError, export_and_check, output_names
+from densevision.export import (
+    INPUT_NAME,
+    ExportError,
+    export_and_check,
+    exported_forward,
+    output_names,
+    trace_size,
+)
 from densevision.precision import PRECISIONS, add_autocast_hooks, autocast_dtype
 from densevision.registry import ConfigError
 
@@ -126,7 +134,8 @@ def _onnxruntime(
         return forward, f"onnxruntime ({forward.threads} threads), float32, cached export {onnx_file}"
     with tempfile.TemporaryDirectory(prefix="densevision-onnx-") as folder:
         exported = Path(folder) / "model.onnx"
-        result = export_and_check(task, exported, input_size=EXPORT_SIZE, batch_size=2, check_size=check_size)
+        size = trace_size(task, EXPORT_SIZE)
+        result = export_and_check(task, exported, input_size=size, batch_size=2, check_size=check_size)
         forward = OnnxRuntimeForward(exported, outputs=outputs)
         where = "a temporary file (no checkpoint to cache it beside)"
         if onnx_file is not None:
@@ -184,7 +193,8 @@ def prepare_forward(
     docstring) and a line saying what runs, for the log. ``channels_last=None``: on CPU only. ``onnx_file``: where
     the export is cached (``onnx_cache_file``); ``check_size``: the (odd) size the export is checked at.
 
-    For torch the task is prepared in place and returned, so its ``predict`` takes the same path.
+    For torch the task is prepared in place and its exported computation (``exported_forward``: the task itself, or
+    its ``export_forward``) returned, so its ``predict`` takes the same path.
     """
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
@@ -193,7 +203,7 @@ def prepare_forward(
     note = ""
     if backend != "torch":
         obstacle = _onnxruntime_obstacle(
-            task, device=device, precision=precision, compile=compile, channels_last=channels_last
+            device=device, precision=precision, compile=compile, channels_last=channels_last
         )
         if backend == "onnxruntime":
             if obstacle is not None:
@@ -209,15 +219,13 @@ def prepare_forward(
     dtype = autocast_dtype(precision, device, what="precision")
     use_channels_last = device.type == "cpu" if channels_last is None else channels_last
     description = _prepare_torch(task, device=device, dtype=dtype, compile=compile, channels_last=use_channels_last)
-    return task, description + note
+    return exported_forward(task), description + note
 
 
 def _onnxruntime_obstacle(
-    task: nn.Module, *, device: torch.device, precision: str, compile: bool, channels_last: bool | None
+    *, device: torch.device, precision: str, compile: bool, channels_last: bool | None
 ) -> str | None:
     """Why onnxruntime cannot stand in for the task's forward here, or ``None`` when it can."""
-    if hasattr(task, "export_forward"):
-        return f"{type(task).__name__} predicts on torch only (its ONNX graph ends in decoded boxes; NMS runs in torch)"
     if precision != "fp32":
         return f"precision {precision!r} is for torch (onnxruntime runs float32)"
     if compile:

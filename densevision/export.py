@@ -14,13 +14,15 @@ took 52 s against 22.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,10 +38,23 @@ __all__ = [
     "export_and_check",
     "input_channels",
     "output_names",
+    "export_size",
+    "trace_size",
+    "exported_forward",
 ]
 
 INPUT_NAME = "images"
 EXPORTERS = ("auto", "dynamo", "torchscript")
+DEFAULT_INPUT_SIZE = (224, 224)  # the traced size of tasks that take any size
+DYNAMO_MIN_OPSET = 18  # the torch.export-based exporter writes opset 18 or later
+TORCHSCRIPT_OPSETS = range(7, 21)  # what the TorchScript exporter writes (torch.onnx's minimum and its maximum)
+
+
+def exported_forward(task: nn.Module) -> Callable[[Tensor], Any]:
+    """What a task's ONNX graph computes, as a call on the task itself: its ``export_forward`` when it has one
+    (detection decodes boxes there), else its ``forward``. Predictors run this on every backend, so torch and
+    onnxruntime give the same outputs to the task's post-processing."""
+    return getattr(task, "export_forward", task)
 
 
 class _ExportForward(nn.Module):
@@ -54,8 +69,7 @@ class _ExportForward(nn.Module):
         self.fixed_size = getattr(task, "export_input_size", None)
 
     def forward(self, images: Tensor) -> tuple[Tensor, ...]:
-        run = getattr(self.task, "export_forward", self.task)
-        outputs = run(images)
+        outputs = exported_forward(self.task)(images)
         return tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
 
 
@@ -103,8 +117,17 @@ def _prepare_output(path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ExportError(f"cannot create the folder of the ONNX file {path}: {err.strerror or err}") from None
-    if not os.access(path.parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise ExportError(f"cannot write the ONNX file {path}: permission denied")
+    # Written and removed for real: permission bits say nothing on a read-only mount or a special filesystem, or to
+    # root, and a failure there would otherwise surface later as an exporter's error.
+    probe = path.with_name(f".{path.name}.{os.getpid()}.probe")
+    try:
+        probe.open("wb").close()
+        if path.exists() and not os.access(path, os.W_OK):
+            raise PermissionError(errno.EACCES, "permission denied")
+    except OSError as err:
+        raise ExportError(f"cannot write the ONNX file {path}: {err.strerror or err}") from None
+    finally:
+        probe.unlink(missing_ok=True)
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -166,27 +189,71 @@ def _export_torchscript(
     return opset
 
 
+def export_size(model: nn.Module, input_size: Sequence[int] | None = None) -> tuple[int, int]:
+    """The (height, width) ``model`` (a task) is exported at: ``input_size`` (default ``DEFAULT_INPUT_SIZE``), or the
+    size the task fixes (``export_input_size``: a detector's priors); asking a fixed-size task for another is an
+    ExportError rather than an export at a size nobody asked for."""
+    fixed = getattr(model, "export_input_size", None)
+    if fixed is None:
+        height, width = input_size or DEFAULT_INPUT_SIZE
+        return int(height), int(width)
+    if input_size is not None and tuple(input_size) != tuple(fixed):
+        raise ExportError(
+            f"input size {tuple(input_size)} cannot be exported: {type(model).__name__} takes only its fixed input "
+            f"size {tuple(fixed)} (its graph holds at that size alone); leave the input size out"
+        )
+    return int(fixed[0]), int(fixed[1])
+
+
+def trace_size(model: nn.Module, preferred: Sequence[int]) -> tuple[int, int] | None:
+    """The input size to ask ``export_onnx`` for when any will do (a backend's export): ``preferred`` for tasks that
+    take any size, ``None`` (their own) for tasks that fix theirs."""
+    return None if getattr(model, "export_input_size", None) is not None else (int(preferred[0]), int(preferred[1]))
+
+
+def _check_opset(opset: int | None, exporter: str) -> str:
+    """The exporter that can write ``opset`` (``auto`` goes to TorchScript below the dynamo exporter's minimum); an
+    opset neither writes is an ExportError naming the ranges."""
+    if opset is None:
+        return exporter
+    writable = {"dynamo": opset >= DYNAMO_MIN_OPSET, "torchscript": opset in TORCHSCRIPT_OPSETS}
+    ranges = (
+        f"the dynamo exporter writes opset {DYNAMO_MIN_OPSET} or later, TorchScript {TORCHSCRIPT_OPSETS.start}"
+        f"-{TORCHSCRIPT_OPSETS.stop - 1}"
+    )
+    if exporter == "auto":
+        if not any(writable.values()):
+            raise ExportError(f"opset {opset} cannot be exported: {ranges}")
+        return "auto" if writable["dynamo"] else "torchscript"
+    if not writable[exporter]:
+        raise ExportError(f"opset {opset} cannot be exported by the {exporter} exporter: {ranges}")
+    return exporter
+
+
 def export_onnx(
     model: nn.Module,
     path: str | os.PathLike,
     *,
-    input_size: Sequence[int] = (224, 224),
+    input_size: Sequence[int] | None = None,
     batch_size: int = 1,
     in_chans: int | None = None,
     opset: int | None = None,
     exporter: str = "auto",
 ) -> tuple[str, int, str | None]:
-    """Write a task's forward (N×C×H×W ``images`` -> the outputs it names, ``logits`` by default) as ONNX with a
-    dynamic batch, and dynamic height and width unless the task fixes its input size (``export_input_size``).
+    """Write a task's graph (N×C×H×W ``images`` -> the outputs it names, ``export_outputs``: ``logits`` by default,
+    a detector's ``boxes`` and ``scores``) as ONNX with a dynamic batch, and dynamic height and width unless the task
+    fixes its input size (``export_input_size``; see ``export_size``).
 
-    ``exporter`` is ``'dynamo'``, ``'torchscript'`` or ``'auto'`` (dynamo, then TorchScript if it fails). ``opset``
-    ``None`` takes the dynamo exporter's default, 17 for TorchScript. Returns the exporter used, the opset and why
+    ``exporter`` is ``'dynamo'``, ``'torchscript'`` or ``'auto'`` (dynamo, then TorchScript if it fails; TorchScript
+    for an opset below dynamo's minimum). ``opset`` ``None`` takes the dynamo exporter's default, 17 for TorchScript;
+    an opset the exporter cannot write is refused before exporting. Returns the exporter used, the opset and why
     dynamo was not used (``None`` when it was).
     """
     if exporter not in EXPORTERS:
         raise ExportError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
+    chosen = _check_opset(opset, exporter)
     graph = _ExportForward(model).eval()
-    height, width = graph.fixed_size or input_size
+    height, width = export_size(model, input_size)
     in_chans = in_chans or input_channels(model)
     generator = torch.Generator().manual_seed(0)  # the caller's random state is left alone
     # torch.export specialises a dimension of size 1 to a constant, so the traced batch is at least 2.
@@ -196,17 +263,40 @@ def export_onnx(
     with torch.no_grad():
         output_dims = [output.dim() for output in graph(example)]
         fallback_reason = None
-        if exporter in ("auto", "dynamo"):
+        if chosen != exporter:
+            fallback_reason = f"opset {opset} is below the dynamo exporter's minimum {DYNAMO_MIN_OPSET}"
+        if chosen in ("auto", "dynamo"):
             try:
-                return "dynamo", _export_dynamo(graph, example, path, opset), None
+                used = _export_dynamo(graph, example, path, opset)
             except Exception as err:  # the exporter raises many types (export guards, decompositions, onnxscript)
-                if exporter == "dynamo":
+                _blame_the_path(err, path)
+                if chosen == "dynamo":
                     raise ExportError(f"torch.export-based ONNX export failed: {_reason(err)}") from err
                 fallback_reason = _reason(err)
+            else:
+                _check_written_opset(used, opset, "dynamo", path)
+                return "dynamo", used, None
         try:
-            return "torchscript", _export_torchscript(graph, example, path, output_dims, opset), fallback_reason
+            used = _export_torchscript(graph, example, path, output_dims, opset)
         except Exception as err:
+            _blame_the_path(err, path)
             raise ExportError(f"TorchScript ONNX export failed: {_reason(err)}") from err
+        _check_written_opset(used, opset, "torchscript", path)
+        return "torchscript", used, fallback_reason
+
+
+def _blame_the_path(err: BaseException, path: Path) -> None:
+    """An exporter failing to write ``path`` is the path's fault: say so rather than quote the exporter."""
+    while err.__cause__ is not None and not isinstance(err, OSError):
+        err = err.__cause__
+    if isinstance(err, OSError) and err.errno is not None:
+        raise ExportError(f"cannot write the ONNX file {path}: {err.strerror or err}") from err
+
+
+def _check_written_opset(written: int, asked: int | None, exporter: str, path: Path) -> None:
+    if asked is not None and written != asked:
+        path.unlink(missing_ok=True)
+        raise ExportError(f"asked for opset {asked} but the {exporter} exporter wrote opset {written}")
 
 
 def check_onnx(
@@ -245,7 +335,7 @@ def export_and_check(
     model: nn.Module,
     path: str | os.PathLike,
     *,
-    input_size: Sequence[int] = (224, 224),
+    input_size: Sequence[int] | None = None,
     batch_size: int = 1,
     check_size: Sequence[int] | None = None,
     check_batch_size: int | None = None,
@@ -262,7 +352,8 @@ def export_and_check(
         model, path, input_size=input_size, batch_size=batch_size, in_chans=in_chans, opset=opset, exporter=exporter
     )
     fixed = getattr(model, "export_input_size", None)
-    height, width = fixed or check_size or (input_size[0] + 32, input_size[1] + 32)
+    exported = export_size(model, input_size)
+    height, width = fixed or check_size or (exported[0] + 32, exported[1] + 32)
     shape = (check_batch_size or max(batch_size, 2) + 1, in_chans, height, width)
     diff = check_onnx(model, path, input_shape=shape, atol=atol)
     return ExportResult(Path(path), used, opset_used, shape, diff, reason)

@@ -1,82 +1,59 @@
-"""Prediction on image files at full resolution: the task model, the training pipeline's normalisation, tiling.
+"""What every task's file prediction shares: the task with its checkpoint, the config's normalisation, the backend,
+tiling, the file loop with its list of failures.
 
 Training sees normalised crops; users have whole images, often larger than memory allows and not multiples of 32. A
-predictor normalises exactly as the config's ``Normalize`` step, runs the task's ``forward`` (logits), and for large
-images slides overlapping windows whose softmax probabilities are averaged, so the result has no seams: with a model
-that looks at single pixels, tiled and whole-image predictions give the same mask and probabilities equal to float
-rounding. Tiling is chosen automatically above ``max_pixels``: a whole 4000×3000 image through even a tiny FC-DenseNet
-needs gigabytes of activations.
+predictor normalises exactly as the config's ``Normalize`` step and runs the task's forward on the chosen backend
+(``densevision.backends``); each task's own predictor (``densevision.tasks.<task>.predictor``) turns the outputs into
+its results and writes them. For large images ``blend_tiles`` slides overlapping windows whose softmax probabilities
+are averaged, so the result has no seams. Files that are not one image (a NIfTI volume, a GeoTIFF scene) are read and
+written by the file-format plug-ins (``densevision.formats``), loaded only when such a file comes.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import glob
 import inspect
-import json
 import logging
-import math
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import albumentations as A
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image, ImageDraw
 from torch import Tensor, nn
 
-# Importing densevision.data and densevision.models (as these do) registers the datasets, architectures and tasks;
-# densevision.engine.checkpoint does not load the training runner.
-import densevision.models  # noqa: F401
 from densevision.backends import CHECK_SIZE, onnx_cache_file, prepare_forward
-from densevision.data.base import default_palette
 from densevision.data.checks import DatasetError
-from densevision.data.io import (
-    IMAGE_EXTENSIONS,
-    colourise_mask,
-    list_files,
-    read_image,
-    write_colour_mask,
-    write_mask_png,
-)
-from densevision.data.medical import NIFTI_SUFFIXES, nifti_stem
+from densevision.data.io import list_files, read_image
 from densevision.engine.checkpoint import load_model_weights
+from densevision.formats import input_suffixes
 from densevision.registry import DATASETS, PREDICTORS, TASKS, ConfigError
 
 __all__ = [
     "Predictor",
-    "SegmentationPredictor",
-    "ClassificationPredictor",
-    "DetectionPredictor",
     "InferenceReport",
     "load_task",
     "predictor_class",
+    "metainfo",
+    "pipeline_step",
+    "as_pair",
     "window_starts",
+    "window_weights",
+    "dataset_prediction_options",
+    "blend_tiles",
+    "TILE_WINDOWS",
     "find_images",
-    "overlay_mask",
     "infer_files",
     "output_folder",
-    "SEGMENTATION_OUTPUTS",
-    "PREDICTIONS_CSV",
-    "DETECTION_RESULTS",
-    "AUTO_TILE_SIZE",
-    "DEFAULT_MAX_PIXELS",
 ]
 
 _SPLITS = ("test", "val", "train")  # where a config's pipeline (and, for old checkpoints, classes) are looked up
-_TILE_WINDOWS = ("uniform", "hann")
-SEGMENTATION_OUTPUTS = ("mask", "color", "overlay")  # <stem>_<kind>.png
-PREDICTIONS_CSV = "predictions.csv"
-DETECTION_RESULTS = "results.json"
-INPUT_SUFFIXES = (*IMAGE_EXTENSIONS, *NIFTI_SUFFIXES)
-MIN_DRAWN_SIZE = 256  # pixels on the short side of a drawn detection image
-DEFAULT_MAX_PIXELS = 1024 * 1024  # larger images are predicted in tiles unless a tile size is given
-AUTO_TILE_SIZE = 512  # the tile size chosen then: bounded activations, enough context for a 5-pooling FC-DenseNet
+TILE_WINDOWS = ("uniform", "hann")
 
 logger = logging.getLogger("densevision")
 
@@ -104,12 +81,18 @@ def load_task(
     return _load_task(cfg, checkpoint, device)[0]
 
 
+def _register_tasks() -> None:
+    """Register the tasks and their predictors (importing them here: each task's predictor module imports this one)."""
+    import densevision.tasks  # noqa: F401
+
+
 def _load_task(
     cfg: Mapping[str, Any], checkpoint: str | os.PathLike, device: str | torch.device
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The task with the checkpoint's weights, and the checkpoint's ``meta`` (epoch, the dataset's metainfo)."""
     if "model" not in cfg:
         raise ConfigError(f"{_where(cfg)} has no 'model' (the task to predict with)")
+    _register_tasks()
     device = _torch_device(device)
     task = TASKS.build(cfg["model"])
     meta = load_model_weights(task, checkpoint).get("meta", {})
@@ -139,7 +122,7 @@ def _dataset_attribute(cfg: Mapping[str, Any], name: str) -> Sequence | None:
     return value if isinstance(value, Sequence) and not isinstance(value, str) else None
 
 
-def _dataset_prediction_options(cfg: Mapping[str, Any]) -> dict[str, Any]:
+def dataset_prediction_options(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """What the config's dataset class says a predictor needs for whole files (``prediction_options``: a volume's
     slicing, a scene's bands), so the predictor prepares them as training did."""
     dataset = _dataset_cfg(cfg)
@@ -149,7 +132,7 @@ def _dataset_prediction_options(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return dict(options(dataset)) if callable(options) else {}
 
 
-def _metainfo(cfg: Mapping[str, Any], checkpoint_meta: Mapping[str, Any], name: str) -> Sequence | None:
+def metainfo(cfg: Mapping[str, Any], checkpoint_meta: Mapping[str, Any], name: str) -> Sequence | None:
     """A dataset metainfo entry (``classes``, ``palette``) as the checkpoint stored it (older checkpoints: the
     config's dataset)."""
     stored = checkpoint_meta.get("dataset_meta") or {}
@@ -158,7 +141,7 @@ def _metainfo(cfg: Mapping[str, Any], checkpoint_meta: Mapping[str, Any], name: 
     return _dataset_attribute(cfg, name)
 
 
-def _pipeline_step(cfg: Mapping[str, Any], names: Sequence[str]) -> Mapping[str, Any] | None:
+def pipeline_step(cfg: Mapping[str, Any], names: Sequence[str]) -> Mapping[str, Any] | None:
     """The last step of type ``names`` in the first split's pipeline (test, then val, then train) that has one."""
     for split in _SPLITS:
         dataset = cfg.get(f"{split}_dataset")
@@ -177,7 +160,7 @@ def _pipeline_step(cfg: Mapping[str, Any], names: Sequence[str]) -> Mapping[str,
 
 def _normalisation_from_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """mean, std and max_pixel_value of the pipeline's ``Normalize`` step, albumentations' defaults filling gaps."""
-    step = _pipeline_step(cfg, ("Normalize",))
+    step = pipeline_step(cfg, ("Normalize",))
     if step is None:
         raise ConfigError(
             f"{_where(cfg)} has no Normalize step in the pipeline of "
@@ -210,14 +193,14 @@ def _num_classes(task: nn.Module, classes: Sequence[str] | None, where: str) -> 
     )
 
 
-def _as_pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
+def as_pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
     pair = (value, value) if isinstance(value, int) else tuple(value)
     if len(pair) != 2 or not all(isinstance(v, int) and v > 0 for v in pair):
         raise ConfigError(f"{name} must be a positive int or (height, width), got {value!r}")
     return pair
 
 
-class Predictor:
+class Predictor(ABC):
     """A task model in eval mode on a device, and images normalised as the training pipeline's ``Normalize`` did.
 
     ``mean``/``std`` follow ``albumentations.Normalize``: ``(image - mean * max_pixel_value) / (std *
@@ -292,16 +275,17 @@ class Predictor:
         tensor = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32))
         return (tensor.to(self.device) - self.mean) / self.std
 
+    @abstractmethod
     def predict(self, image: np.ndarray) -> dict[str, Any]:
-        raise NotImplementedError
+        """The task's results for one H×W×C image (numpy arrays and plain values)."""
 
+    @abstractmethod
     def write(self, path: Path, image: np.ndarray, prediction: Mapping[str, Any], out_dir: Path) -> list[Path]:
         """Save the results of one image (read from ``path``) under ``out_dir``; returns the files written."""
-        raise NotImplementedError
 
+    @abstractmethod
     def finish(self, out_dir: Path) -> list[Path]:
         """Close what covers every image (a CSV written as results came, a results JSON); returns those files."""
-        return []
 
     def predict_file(self, path: Path, out_dir: Path) -> list[Path] | None:
         """Predict a file that is not read as one image (a volume, a scene larger than memory) and write its results;
@@ -310,7 +294,8 @@ class Predictor:
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-        """This predictor's options for tools/infer.py."""
+        """This predictor's options for tools/infer.py (optional: none by default)."""
+        return None
 
     @classmethod
     def options_from_args(cls, args: argparse.Namespace) -> dict[str, Any]:
@@ -346,7 +331,7 @@ class Predictor:
 
     @classmethod
     def _config_arguments(cls, cfg: Mapping[str, Any], task: nn.Module, meta: Mapping[str, Any]) -> dict[str, Any]:
-        classes = _metainfo(cfg, meta, "classes")
+        classes = metainfo(cfg, meta, "classes")
         return {
             **_normalisation_from_config(cfg),
             "num_classes": _num_classes(task, classes, _where(cfg)),
@@ -356,6 +341,7 @@ class Predictor:
 
 def predictor_class(cfg: Mapping[str, Any]) -> type[Predictor]:
     """The predictor that the task ``cfg.model`` builds names (its ``predictor`` attribute), without building it."""
+    _register_tasks()
     where = _where(cfg)
     if not isinstance(cfg.get("model"), Mapping) or "type" not in cfg["model"]:
         raise ConfigError(f"{where} has no model=dict(type=...) (the task to predict with)")
@@ -381,8 +367,10 @@ def window_starts(length: int, window: int, overlap: float) -> list[int]:
     return [*range(0, length - window, stride), length - window]
 
 
-def _window_weights(height: int, width: int, kind: str, device: torch.device) -> Tensor:
+def window_weights(height: int, width: int, kind: str, device: torch.device) -> Tensor:
     """Per-pixel weights of one tile: uniform, or a Hann window (positive everywhere, so every pixel counts)."""
+    if kind not in TILE_WINDOWS:
+        raise ConfigError(f"tile_window must be one of {TILE_WINDOWS}, got {kind!r}")
     if kind == "uniform":
         return torch.ones((height, width), dtype=torch.float32, device=device)
 
@@ -392,437 +380,37 @@ def _window_weights(height: int, width: int, kind: str, device: torch.device) ->
     return hann(height)[:, None] * hann(width)[None, :]
 
 
-@PREDICTORS.register_module()
-class SegmentationPredictor(Predictor):
-    """Per-pixel class probabilities and mask of a whole image, in one pass or in overlapping tiles.
-
-    ``tile_size`` (int or (h, w)) bounds the input the model sees; a larger image is covered by windows overlapping
-    by ``tile_overlap`` whose probabilities are averaged with ``tile_window`` weights (``'uniform'`` or ``'hann'``,
-    which favours tile centres where a network sees the most context). Without a ``tile_size``, an image of more than
-    ``max_pixels`` pixels is tiled with ``AUTO_TILE_SIZE`` tiles (said once in the log) so that memory stays bounded;
-    ``max_pixels=None`` always predicts whole images. ``size_divisor`` zero-pads (in normalised
-    units) each input to a multiple of it and crops the logits back, for models that need it; FC-DenseNet does not.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        mean: float | Sequence[float],
-        std: float | Sequence[float],
-        num_classes: int,
-        max_pixel_value: float = 255.0,
-        palette: Sequence[Sequence[int]] | None = None,
-        classes: Sequence[str] | None = None,
-        tile_size: int | Sequence[int] | None = None,
-        max_pixels: int | None = DEFAULT_MAX_PIXELS,
-        tile_overlap: float = 0.25,
-        tile_window: str = "uniform",
-        batch_size: int = 4,
-        size_divisor: int | None = None,
-        overlay_alpha: float = 0.5,
-        volume_slicing: Any | None = None,
-        georeferenced: bool = False,
-        bands: Sequence[int] | None = None,
-        device: str | torch.device = "cpu",
-        **backend_options: Any,
-    ) -> None:
-        if size_divisor is not None and size_divisor < 1:
-            raise ConfigError(f"size_divisor must be a positive int or None, got {size_divisor}")
-        self.size_divisor = size_divisor  # before the backend is chosen: an ONNX check pads to it (onnx_check_size)
-        super().__init__(
-            model,
-            mean=mean,
-            std=std,
-            num_classes=num_classes,
-            classes=classes,
-            max_pixel_value=max_pixel_value,
-            device=device,
-            **backend_options,
-        )
-        self.volume_slicing = volume_slicing
-        self.georeferenced = georeferenced
-        self.bands = tuple(bands) if bands is not None else None
-        palette = default_palette(self.num_classes) if palette is None else palette
-        self.palette = [tuple(int(c) for c in colour) for colour in palette]
-        if len(self.palette) < self.num_classes:
-            raise ConfigError(f"palette has {len(self.palette)} colours for {self.num_classes} classes")
-        self.tile_size = None if tile_size is None else _as_pair(tile_size, "tile_size")
-        if max_pixels is not None and not (isinstance(max_pixels, (int, np.integer)) and max_pixels > 0):
-            raise ConfigError(f"max_pixels must be a positive int or None (never tile by itself), got {max_pixels!r}")
-        self.max_pixels = max_pixels
-        self._said_auto_tiling = False
-        window_starts(1, 1, tile_overlap)  # validates the overlap now rather than at the first large image
-        self.tile_overlap = float(tile_overlap)
-        if tile_window not in _TILE_WINDOWS:
-            raise ConfigError(f"tile_window must be one of {_TILE_WINDOWS}, got {tile_window!r}")
-        self.tile_window = tile_window
-        if batch_size < 1:
-            raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
-        self.batch_size = batch_size
-        if not 0 <= overlay_alpha <= 1:
-            raise ConfigError(f"overlay alpha must be in [0, 1], got {overlay_alpha}")
-        self.overlay_alpha = float(overlay_alpha)
-
-    @classmethod
-    def _config_arguments(cls, cfg: Mapping[str, Any], task: nn.Module, meta: Mapping[str, Any]) -> dict[str, Any]:
-        return {
-            **super()._config_arguments(cfg, task, meta),
-            "palette": _metainfo(cfg, meta, "palette"),
-            **_dataset_prediction_options(cfg),
-        }
-
-    def predict_file(self, path: Path, out_dir: Path) -> list[Path] | None:
-        """Whole NIfTI volumes (slice by slice, as the config's dataset slices them; a label volume with the scan's
-        affine and header) and, for a config trained on georeferenced scenes, GeoTIFF scenes of any size (streamed
-        block by block; label and colour rasters with the scene's CRS and transform). Other files: ``None``."""
-        name = path.name.lower()
-        if name.endswith(NIFTI_SUFFIXES):
-            from densevision.spatial import predict_nifti
-
-            if self.volume_slicing is None:
-                raise ConfigError(
-                    f"{path} is a NIfTI volume but the config does not train on volumes (its dataset has no slicing)"
-                )
-            out = out_dir / f"{nifti_stem(path)}_mask.nii.gz"
-            return [predict_nifti(path, self.predict_probs, out, slicing=self.volume_slicing, to_tensor=self.to_tensor)]
-        if self.georeferenced and name.endswith((".tif", ".tiff")):
-            from densevision.spatial import predict_geotiff
-
-            return predict_geotiff(
-                path,
-                self.predict_probs,
-                out_dir / f"{path.stem}_mask.tif",
-                bands=self.bands,
-                to_tensor=self.to_tensor,
-                colour_path=out_dir / f"{path.stem}_color.tif",
-                palette=self.palette,
-            )
-        return None
-
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-        parser.add_argument("--tile-size", type=int, nargs="+", metavar="N", help="tile size N or H W for large images")
-        parser.add_argument(
-            "--max-pixels",
-            type=int,
-            default=DEFAULT_MAX_PIXELS,
-            help=f"without --tile-size, tile images of more pixels in {AUTO_TILE_SIZE}-pixel tiles (0: never)",
-        )
-        parser.add_argument("--tile-overlap", type=float, default=0.25, help="fraction shared by neighbouring tiles")
-        parser.add_argument("--tile-window", choices=_TILE_WINDOWS, default="uniform", help="tile blending weights")
-        parser.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
-        parser.add_argument("--size-divisor", type=int, help="pad inputs to a multiple of this (models that need it)")
-        parser.add_argument("--alpha", type=float, default=0.5, help="mask opacity in the overlays")
-
-    @classmethod
-    def options_from_args(cls, args: argparse.Namespace) -> dict[str, Any]:
-        tile_size = args.tile_size[0] if args.tile_size and len(args.tile_size) == 1 else args.tile_size
-        return dict(
-            tile_size=tile_size,
-            max_pixels=args.max_pixels or None,
-            tile_overlap=args.tile_overlap,
-            tile_window=args.tile_window,
-            batch_size=args.batch_size,
-            size_divisor=args.size_divisor,
-            overlay_alpha=args.alpha,
-        )
-
-    def onnx_check_size(self) -> tuple[int, int]:
-        """The odd check size, rounded up to ``size_divisor`` for models that need it."""
-        divisor = self.size_divisor or 1
-        return tuple(math.ceil(side / divisor) * divisor for side in CHECK_SIZE)
-
-    def write(self, path: Path, image: np.ndarray, prediction: Mapping[str, Any], out_dir: Path) -> list[Path]:
-        """``<stem>_mask.png`` (class indices, palette PNG), ``<stem>_color.png`` and ``<stem>_overlay.png``."""
-        mask = prediction["mask"]
-        mask_path, colour_path, overlay_path = (out_dir / f"{path.stem}_{kind}.png" for kind in SEGMENTATION_OUTPUTS)
-        write_mask_png(mask_path, mask, self.palette if self.num_classes <= 256 else None)
-        write_colour_mask(colour_path, mask, self.palette)
-        Image.fromarray(overlay_mask(image, mask, self.palette, self.overlay_alpha)).save(overlay_path)
-        return [mask_path, colour_path, overlay_path]
-
-    def predict(self, image: np.ndarray) -> dict[str, np.ndarray]:
-        """``mask`` (H×W int64) and ``probs`` (num_classes×H×W float32) at the image's full resolution."""
-        probs = self.predict_probs(self.to_tensor(image))
-        return {"mask": probs.argmax(0).cpu().numpy().astype(np.int64), "probs": probs.cpu().numpy()}
-
-    def tile_shape(self, height: int, width: int) -> tuple[int, int] | None:
-        """The tile size an image of ``height``×``width`` is predicted with, or ``None`` for one whole-image pass:
-        ``tile_size`` when the image exceeds it, else ``AUTO_TILE_SIZE`` when it has more than ``max_pixels``."""
-        if self.tile_size is not None:
-            return self.tile_size if height > self.tile_size[0] or width > self.tile_size[1] else None
-        if self.max_pixels is None or height * width <= self.max_pixels:
-            return None
-        if not self._said_auto_tiling:
-            self._said_auto_tiling = True
-            logger.info(
-                f"images of more than {self.max_pixels} pixels (this one is {height}×{width}) are predicted in "
-                f"{AUTO_TILE_SIZE}×{AUTO_TILE_SIZE} tiles to bound memory; a tile size (--tile-size) chooses the "
-                "tiles, max_pixels=None (--max-pixels 0) predicts whole images"
-            )
-        return AUTO_TILE_SIZE, AUTO_TILE_SIZE
-
-    @torch.inference_mode()
-    def predict_probs(self, image: Tensor) -> Tensor:
-        """Softmax probabilities (num_classes×H×W) of a normalised C×H×W tensor, in tiles as ``tile_shape`` says."""
-        height, width = image.shape[-2:]
-        tile = self.tile_shape(height, width)
-        if tile is None:
-            return self._logits(image[None]).float().softmax(1)[0]
-        tile_h, tile_w = min(tile[0], height), min(tile[1], width)
-        windows = [
-            (top, left)
-            for top in window_starts(height, tile_h, self.tile_overlap)
-            for left in window_starts(width, tile_w, self.tile_overlap)
-        ]
-        # float32 sums, the size of the result: a pixel averages a few tiles (4 at the default overlap), so rounding
-        # stays within 1e-7 of the exact mean; float64 would double the largest buffer of a large image for nothing.
-        total = torch.zeros((self.num_classes, height, width), dtype=torch.float32, device=self.device)
-        weight_sum = torch.zeros((height, width), dtype=torch.float32, device=self.device)
-        weights = _window_weights(tile_h, tile_w, self.tile_window, self.device)
-        for first in range(0, len(windows), self.batch_size):
-            chunk = windows[first : first + self.batch_size]
-            tiles = torch.stack([image[:, top : top + tile_h, left : left + tile_w] for top, left in chunk])
-            probs = self._logits(tiles).float().softmax(1)
-            for (top, left), tile_probs in zip(chunk, probs):
-                total[:, top : top + tile_h, left : left + tile_w].addcmul_(tile_probs, weights)
-                weight_sum[top : top + tile_h, left : left + tile_w] += weights
-        return total.div_(weight_sum)
-
-    def _logits(self, images: Tensor) -> Tensor:
-        """The model's N×num_classes×h×w logits for N×C×h×w inputs, padded to ``size_divisor`` and cropped back."""
-        height, width = images.shape[-2:]
-        if self.size_divisor:
-            pad_h, pad_w = (-height) % self.size_divisor, (-width) % self.size_divisor
-            images = F.pad(images, (0, pad_w, 0, pad_h))
-        logits = self.forward(images)
-        if not isinstance(logits, Tensor) or logits.dim() != 4 or logits.shape[1] != self.num_classes:
-            shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-            raise ValueError(
-                f"{type(self.model).__name__} returned {shape}; expected N×{self.num_classes}×H×W segmentation logits"
-            )
-        if logits.shape[-2:] != images.shape[-2:]:
-            raise ValueError(
-                f"{type(self.model).__name__} returned logits of size {tuple(logits.shape[-2:])} for an input of "
-                f"{tuple(images.shape[-2:])}; segmentation logits must come at the input size"
-            )
-        return logits[..., :height, :width]
-
-
-@PREDICTORS.register_module()
-class ClassificationPredictor(Predictor):
-    """Class scores of a whole image and its ``top_k`` classes.
-
-    ``input_size`` (h, w) resizes the whole image first, to the size the network was trained at; ``from_config``
-    takes it from the last Resize or CenterCrop step of the test pipeline.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        mean: float | Sequence[float],
-        std: float | Sequence[float],
-        num_classes: int,
-        max_pixel_value: float = 255.0,
-        classes: Sequence[str] | None = None,
-        top_k: int = 5,
-        input_size: int | Sequence[int] | None = None,
-        device: str | torch.device = "cpu",
-        **backend_options: Any,
-    ) -> None:
-        super().__init__(
-            model,
-            mean=mean,
-            std=std,
-            num_classes=num_classes,
-            classes=classes,
-            max_pixel_value=max_pixel_value,
-            device=device,
-            **backend_options,
-        )
-        if len(self.classes) != self.num_classes:
-            raise ConfigError(f"{len(self.classes)} class names for {self.num_classes} classes: {self.classes}")
-        if top_k < 1:
-            raise ConfigError(f"top_k must be at least 1, got {top_k}")
-        self.top_k = min(top_k, self.num_classes)
-        self.input_size = None if input_size is None else _as_pair(input_size, "input_size")
-        self._csv: TextIO | None = None
-
-    @classmethod
-    def _config_arguments(cls, cfg: Mapping[str, Any], task: nn.Module, meta: Mapping[str, Any]) -> dict[str, Any]:
-        resize = _pipeline_step(cfg, ("Resize", "CenterCrop"))
-        input_size = None if resize is None else (resize["height"], resize["width"])
-        return {**super()._config_arguments(cfg, task, meta), "input_size": input_size}
-
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-        parser.add_argument("--top-k", type=int, default=5, help="classes listed per image")
-
-    @classmethod
-    def options_from_args(cls, args: argparse.Namespace) -> dict[str, Any]:
-        return dict(top_k=args.top_k)
-
-    def write(self, path: Path, image: np.ndarray, prediction: Mapping[str, Any], out_dir: Path) -> list[Path]:
-        """One row of ``predictions.csv`` (label, class and score, then the other top-k), flushed as it comes so an
-        interrupted run keeps what it predicted."""
-        if self._csv is None:
-            header = ["image", "label", "class", "score"]
-            for rank in range(2, self.top_k + 1):
-                header += [f"top{rank}_label", f"top{rank}_class", f"top{rank}_score"]
-            self._csv = open(out_dir / PREDICTIONS_CSV, "w", newline="")
-            csv.writer(self._csv).writerow(header)
-        row: list = [
-            str(path),
-            prediction["label"],
-            self.classes[prediction["label"]],
-            f"{prediction['top_k'][0][1]:.6f}",
-        ]
-        for label, score in prediction["top_k"][1:]:
-            row += [label, self.classes[label], f"{score:.6f}"]
-        csv.writer(self._csv).writerow(row)
-        self._csv.flush()
-        return []
-
-    def finish(self, out_dir: Path) -> list[Path]:
-        if self._csv is None:
-            return []
-        self._csv.close()
-        self._csv = None
-        return [out_dir / PREDICTIONS_CSV]
-
-    @torch.inference_mode()
-    def predict(self, image: np.ndarray) -> dict[str, Any]:
-        """``label`` (int), ``scores`` (num_classes float32 softmax) and ``top_k`` [(label, score), ...] best first."""
-        tensor = self.to_tensor(image)[None]
-        if self.input_size is not None and tuple(tensor.shape[-2:]) != self.input_size:
-            tensor = F.interpolate(tensor, size=self.input_size, mode="bilinear", align_corners=False, antialias=True)
-        logits = self.forward(tensor)
-        if not isinstance(logits, Tensor) or tuple(logits.shape) != (1, self.num_classes):
-            shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-            raise ValueError(f"{type(self.model).__name__} returned {shape}; expected N×{self.num_classes} logits")
-        scores = logits.float().softmax(1)[0]
-        top = scores.topk(self.top_k)
-        return {
-            "label": int(top.indices[0]),
-            "scores": scores.cpu().numpy(),
-            "top_k": [(int(i), float(s)) for i, s in zip(top.indices, top.values)],
-        }
-
-
-@PREDICTORS.register_module()
-class DetectionPredictor(Predictor):
-    """Boxes, scores and class labels of a whole image, in its own pixels.
-
-    The image is resized to the detector's input size as the test pipeline's ``Resize`` does (albumentations, before
-    normalising), and the task's ``predict`` decodes and runs NMS with its post-processing settings. ``write`` draws the
-    boxes scoring at least ``draw_threshold`` with class names and scores; ``finish`` writes every detection (all
-    scores: mAP needs the low ones) as a COCO results JSON with the dataset's category ids.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        mean: float | Sequence[float],
-        std: float | Sequence[float],
-        num_classes: int,
-        max_pixel_value: float = 255.0,
-        classes: Sequence[str] | None = None,
-        palette: Sequence[Sequence[int]] | None = None,
-        category_ids: Sequence[int] | None = None,
-        draw_threshold: float = 0.3,
-        device: str | torch.device = "cpu",
-        **backend_options: Any,
-    ) -> None:
-        super().__init__(
-            model, mean=mean, std=std, num_classes=num_classes, classes=classes, max_pixel_value=max_pixel_value,
-            device=device, **backend_options,
-        )  # fmt: skip
-        size = getattr(model, "export_input_size", None)
-        if size is None:
-            raise ConfigError(f"{type(model).__name__} does not say its input size (export_input_size)")
-        self.input_size = tuple(size)
-        self._resize = A.Resize(height=self.input_size[0], width=self.input_size[1])
-        palette = default_palette(self.num_classes + 1)[1:] if palette is None else palette
-        self.palette = [tuple(int(c) for c in colour) for colour in palette]
-        if len(self.palette) < self.num_classes:
-            raise ConfigError(f"palette has {len(self.palette)} colours for {self.num_classes} classes")
-        ids = list(category_ids) if category_ids is not None else list(range(1, self.num_classes + 1))
-        if len(ids) != self.num_classes:
-            raise ConfigError(f"{len(ids)} category ids for {self.num_classes} classes: {ids}")
-        self.category_ids = ids
-        if not 0 <= draw_threshold <= 1:
-            raise ConfigError(f"draw threshold must be in [0, 1], got {draw_threshold}")
-        self.draw_threshold = float(draw_threshold)
-        self._results: list[dict[str, Any]] = []
-
-    @classmethod
-    def _config_arguments(cls, cfg: Mapping[str, Any], task: nn.Module, meta: Mapping[str, Any]) -> dict[str, Any]:
-        return {
-            **super()._config_arguments(cfg, task, meta),
-            "palette": _metainfo(cfg, meta, "palette"),
-            "category_ids": _metainfo(cfg, meta, "category_ids"),
-        }
-
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-        parser.add_argument("--draw-threshold", type=float, default=0.3, help="lowest score drawn (JSON keeps all)")
-
-    @classmethod
-    def options_from_args(cls, args: argparse.Namespace) -> dict[str, Any]:
-        return dict(draw_threshold=args.draw_threshold)
-
-    @torch.inference_mode()
-    def predict(self, image: np.ndarray) -> dict[str, np.ndarray]:
-        """``boxes`` n×4 float32 (x1, y1, x2, y2) in the image's pixels, ``scores`` n and ``labels`` n (0..K-1),
-        best first."""
-        resized = self._resize(image=np.asarray(image))["image"]
-        batch = {"image": self.to_tensor(resized)[None], "meta": [{"ori_shape": tuple(np.shape(image)[:2])}]}
-        (detections,) = self.model.predict(batch)
-        return {key: detections[key].cpu().numpy() for key in ("boxes", "scores", "labels")}
-
-    def write(self, path: Path, image: np.ndarray, prediction: Mapping[str, Any], out_dir: Path) -> list[Path]:
-        """``<stem>_boxes.png``: the image with the boxes above ``draw_threshold``, class name and score on each (drawn
-        at a whole multiple of the image's size when its short side is under ``MIN_DRAWN_SIZE`` pixels)."""
-        stem_id = int(path.stem) if path.stem.isdigit() else path.stem  # COCO file names carry the image id
-        for box, score, label in zip(prediction["boxes"], prediction["scores"], prediction["labels"]):
-            x1, y1, x2, y2 = (float(v) for v in box)
-            self._results.append(
-                {
-                    "image_id": stem_id,
-                    "file_name": str(path),
-                    "category_id": int(self.category_ids[int(label)]),
-                    "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-                    "score": round(float(score), 5),
-                }
-            )
-        canvas = Image.fromarray(_display_rgb(image))
-        # Small images are drawn enlarged (nearest neighbour, a whole factor) so that class names stay readable.
-        zoom = max(1, math.ceil(MIN_DRAWN_SIZE / min(canvas.size)))
-        canvas = canvas.resize((canvas.width * zoom, canvas.height * zoom), Image.NEAREST)
-        draw = ImageDraw.Draw(canvas)
-        for box, score, label in zip(prediction["boxes"], prediction["scores"], prediction["labels"]):
-            if score < self.draw_threshold:
-                continue
-            colour = self.palette[int(label)]
-            x1, y1, x2, y2 = (float(v) * zoom for v in box)
-            draw.rectangle((x1, y1, x2, y2), outline=colour, width=max(1, round(min(canvas.size) / 150)))
-            text = f"{self.classes[int(label)]} {score:.2f}"
-            left, top, right, bottom = draw.textbbox((x1, y1), text)
-            draw.rectangle((left, top, right + 2, bottom), fill=colour)
-            draw.text((x1 + 1, y1), text, fill=(0, 0, 0) if sum(colour) > 380 else (255, 255, 255))
-        out = out_dir / f"{path.stem}_boxes.png"
-        canvas.save(out)
-        return [out]
-
-    def finish(self, out_dir: Path) -> list[Path]:
-        """``results.json``: every detection as ``{image_id, file_name, category_id, bbox: [x, y, w, h], score}``."""
-        out = out_dir / DETECTION_RESULTS
-        out.write_text(json.dumps(self._results))
-        self._results = []
-        return [out]
+def blend_tiles(
+    probabilities: Callable[[Tensor], Tensor],
+    image: Tensor,
+    tile: tuple[int, int],
+    *,
+    num_classes: int,
+    overlap: float,
+    window: str = "uniform",
+    batch_size: int = 4,
+) -> Tensor:
+    """Softmax probabilities (num_classes×H×W) of a normalised C×H×W ``image`` from overlapping ``tile`` windows:
+    ``probabilities`` maps N×C×h×w tiles to N×num_classes×h×w; each pixel averages its tiles with ``window`` weights
+    (``window_weights``), ``batch_size`` tiles per call. With a model that looks at single pixels the result equals a
+    whole-image prediction up to float rounding."""
+    height, width = image.shape[-2:]
+    tile_h, tile_w = min(tile[0], height), min(tile[1], width)
+    windows = [
+        (top, left) for top in window_starts(height, tile_h, overlap) for left in window_starts(width, tile_w, overlap)
+    ]
+    # float32 sums, the size of the result: a pixel averages a few tiles (4 at the default overlap), so rounding
+    # stays within 1e-7 of the exact mean; float64 would double the largest buffer of a large image for nothing.
+    total = torch.zeros((num_classes, height, width), dtype=torch.float32, device=image.device)
+    weight_sum = torch.zeros((height, width), dtype=torch.float32, device=image.device)
+    weights = window_weights(tile_h, tile_w, window, image.device)
+    for first in range(0, len(windows), batch_size):
+        chunk = windows[first : first + batch_size]
+        tiles = torch.stack([image[:, top : top + tile_h, left : left + tile_w] for top, left in chunk])
+        for (top, left), tile_probs in zip(chunk, probabilities(tiles)):
+            total[:, top : top + tile_h, left : left + tile_w].addcmul_(tile_probs, weights)
+            weight_sum[top : top + tile_h, left : left + tile_w] += weights
+    return total.div_(weight_sum)
 
 
 def find_images(pattern: str | os.PathLike) -> list[Path]:
@@ -832,43 +420,15 @@ def find_images(pattern: str | os.PathLike) -> list[Path]:
     if path.is_file():
         return [path]
     if path.is_dir():
-        found = list_files(path, INPUT_SUFFIXES)[0]
+        found = list_files(path, input_suffixes())[0]
         if not found:
-            raise FileNotFoundError(f"no images ({', '.join(INPUT_SUFFIXES)}) in folder {path}")
+            raise FileNotFoundError(f"no images ({', '.join(input_suffixes())}) in folder {path}")
         return found
     found = [Path(p) for p in glob.glob(str(pattern), recursive=True)]  # glob already skips names starting with "."
-    found = [p for p in found if p.is_file() and p.name.lower().endswith(INPUT_SUFFIXES)]
+    found = [p for p in found if p.is_file() and p.name.lower().endswith(input_suffixes())]
     if not found:
         raise FileNotFoundError(f"no image file matched {str(pattern)!r} (a file, a folder or a glob pattern)")
     return sorted(found)
-
-
-def _display_rgb(image: np.ndarray) -> np.ndarray:
-    """An image as H×W×3 uint8 for viewing: one band as grey, the first three of more; other dtypes min-max scaled."""
-    array = np.asarray(image)
-    if array.ndim == 2:
-        array = array[..., None]
-    array = np.repeat(array[..., :1], 3, axis=2) if array.shape[2] < 3 else array[..., :3]
-    if array.dtype == np.uint8:
-        return array
-    array = array.astype(np.float64)
-    low, high = float(array.min()), float(array.max())
-    scaled = (array - low) / (high - low) if high > low else np.zeros_like(array)
-    return np.round(scaled * 255).astype(np.uint8)
-
-
-def overlay_mask(
-    image: np.ndarray, mask: np.ndarray, palette: Sequence[Sequence[int]], alpha: float = 0.5
-) -> np.ndarray:
-    """The image (as ``_display_rgb``) blended with the mask's palette colours: ``(1 - alpha) * image + alpha *
-    colour``, H×W×3 uint8."""
-    if not 0 <= alpha <= 1:
-        raise ValueError(f"overlay alpha must be in [0, 1], got {alpha}")
-    rgb = _display_rgb(image).astype(np.float32)
-    if rgb.shape[:2] != np.shape(mask)[:2]:
-        raise ValueError(f"image size {rgb.shape[:2]} and mask size {np.shape(mask)[:2]} differ")
-    colours = colourise_mask(np.asarray(mask), [tuple(c) for c in palette]).astype(np.float32)
-    return np.round((1 - alpha) * rgb + alpha * colours).astype(np.uint8)
 
 
 @dataclass

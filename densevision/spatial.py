@@ -31,8 +31,9 @@ from torch import Tensor
 from densevision.data.base import default_palette
 from densevision.data.checks import DatasetError
 from densevision.data.io import Colour
-from densevision.data.medical import NIFTI_SUFFIXES, VolumeSlicing, load_nifti, volume_data
-from densevision.data.raster import grid_windows, open_raster, read_scene_window, scene_info
+from densevision.data.medical import VolumeSlicing
+from densevision.formats.geotiff import grid_windows, open_raster, read_scene_window, scene_info
+from densevision.formats.nifti import NIFTI_SUFFIXES, load_nifti, volume_data
 from densevision.registry import ConfigError
 
 __all__ = [
@@ -151,6 +152,15 @@ def label_raster_profile(src: Any) -> dict[str, Any]:
     )
 
 
+def _colour_table(palette: Sequence[Colour] | None, num_classes: int) -> dict[int, tuple[int, int, int, int]]:
+    """A label raster's colour table: class i in ``palette[i]`` (default: ``default_palette``), nodata transparent."""
+    colours = list(palette) if palette is not None else default_palette(num_classes)
+    if len(colours) < num_classes:
+        raise ConfigError(f"palette has {len(colours)} colours for {num_classes} classes")
+    table = {index: (*(int(c) for c in colours[index]), 255) for index in range(num_classes)}
+    return {**table, LABEL_NODATA: (0, 0, 0, 0)}
+
+
 def predict_geotiff(
     path: str | Path,
     predict_probs: ProbabilityFn,
@@ -187,11 +197,6 @@ def predict_geotiff(
             for output in outputs:
                 output.parent.mkdir(parents=True, exist_ok=True)
             targets = [stack.enter_context(rasterio.open(tmp, "w", **profile)) for tmp in temporaries[:1]]
-            if colour_path is not None:
-                targets.append(
-                    stack.enter_context(rasterio.open(temporaries[1], "w", photometric="palette", **profile))
-                )
-            num_classes = 0
             for block in grid_windows(info.height, info.width, (block_size, block_size)):
                 block = block.intersection(scene)
                 context = Window(
@@ -206,17 +211,17 @@ def predict_geotiff(
                     raise ConfigError(
                         f"a label raster holds up to {LABEL_NODATA} classes (255 is nodata), not {num_classes}"
                     )
+                if colour_path is not None and len(targets) == 1:
+                    # The colour table goes in before any pixel: GTiff cannot change a palette raster's photometric
+                    # tag once data is written (GDAL then logs "Cannot modify tag PhotometricInterpretation").
+                    colour = stack.enter_context(rasterio.open(temporaries[1], "w", photometric="palette", **profile))
+                    colour.write_colormap(1, _colour_table(palette, num_classes))
+                    targets.append(colour)
                 top, left = block.row_off - context.row_off, block.col_off - context.col_off
                 crop = (slice(top, top + block.height), slice(left, left + block.width))
                 labels = np.where(valid[crop], predicted[crop], LABEL_NODATA).astype(np.uint8)
                 for target in targets:
                     target.write(labels[None], window=block)
-            if colour_path is not None:
-                colours = list(palette) if palette is not None else default_palette(num_classes)
-                if len(colours) < num_classes:
-                    raise ConfigError(f"palette has {len(colours)} colours for {num_classes} classes")
-                table = {index: (*(int(c) for c in colours[index]), 255) for index in range(num_classes)}
-                targets[1].write_colormap(1, {**table, LABEL_NODATA: (0, 0, 0, 0)})
         for tmp, output in zip(temporaries, outputs):
             os.replace(tmp, output)
     except RasterioError as err:

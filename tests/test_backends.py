@@ -16,8 +16,8 @@ from densevision.config import Config
 from densevision.engine.checkpoint import save_checkpoint
 from densevision.export import ExportError, ExportResult
 from densevision.inference import Predictor
-from densevision.models.tasks import Segmentor
 from densevision.registry import ConfigError
+from densevision.tasks import Detector, Segmentor
 from tests.tool_loader import load_tool
 
 CPU = torch.device("cpu")
@@ -146,20 +146,6 @@ def test_auto_runs_onnxruntime_on_cpu_and_torch_where_onnxruntime_cannot(run, ex
         Predictor.from_config(cfg, checkpoint, backend="onnxruntime")
 
 
-class FakeDetector(nn.Module):
-    """What matters here of a detector: its ONNX graph (``export_forward``) is not its forward."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 2, 1)
-
-    def forward(self, x):
-        return self.conv(x)
-
-    def export_forward(self, x):
-        return self.conv(x).softmax(1)
-
-
 @pytest.mark.parametrize(
     ("options", "message"),
     [
@@ -175,13 +161,47 @@ def test_options_onnxruntime_cannot_take_are_refused_by_name(options, message):
         prepare_forward(nn.Conv2d(3, 2, 1), device=CPU, **{"backend": "onnxruntime", **options})
 
 
-def test_detection_predicts_on_torch_and_says_why():
-    forward, description = prepare_forward(FakeDetector(), device=CPU, backend="auto")
-    assert isinstance(forward, FakeDetector)
-    assert description.endswith("(auto: not onnxruntime, as FakeDetector predicts on torch only (its ONNX graph ends "
-                                "in decoded boxes; NMS runs in torch))")  # fmt: skip
-    with pytest.raises(ConfigError, match="FakeDetector predicts on torch only"):
-        prepare_forward(FakeDetector(), device=CPU, backend="onnxruntime")
+TINY_DSOD = dict(type="DSOD", num_classes=4, image_size=64, stem_channels=(8, 8, 16), growth_rate=4,
+                 block_config=(1, 1, 1, 1), extra_channels=(8, 8))  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def detection_run(tmp_path_factory):
+    """A config and checkpoint of a tiny DSOD detector with non-default BatchNorm statistics."""
+    folder = tmp_path_factory.mktemp("detection")
+    torch.manual_seed(0)
+    task = Detector(model=TINY_DSOD)
+    with torch.no_grad():
+        task.train()(torch.randn(4, 3, 64, 64) * 2 + 1)
+    config = folder / "cfg.py"
+    dataset = dict(type="ShapesDetection", root="unused", pipeline=PIPELINE)
+    config.write_text(f"model = {dict(type='Detector', model=TINY_DSOD)!r}\ntest_dataset = {dataset!r}\n")
+    checkpoint = folder / "model.pth"
+    save_checkpoint({"state_dict": task.state_dict(), "meta": {"epoch": 1}}, checkpoint)
+    return Config.fromfile(config), checkpoint
+
+
+def test_torch_runs_what_the_task_exports():
+    detector = Detector(model=TINY_DSOD).eval()
+    forward, _ = prepare_forward(detector, device=CPU, backend="torch", channels_last=False)
+    assert forward == detector.export_forward  # decoded boxes and class probabilities, as the ONNX graph
+    segmentor = Segmentor(model=TINY_TIRAMISU)
+    assert prepare_forward(segmentor, device=CPU, backend="torch")[0] is segmentor
+
+
+def test_detection_predicts_through_onnxruntime_like_torch(detection_run):
+    cfg, checkpoint = detection_run
+    torch_predictor = Predictor.from_config(cfg, checkpoint, backend="torch", channels_last=False)
+    onnx_predictor = Predictor.from_config(cfg, checkpoint, backend="auto")
+    assert onnx_predictor.backend.startswith("onnxruntime") and "(auto: the fastest exact path on CPU)" in (
+        onnx_predictor.backend
+    )
+    image = _image(50, 70, seed=3)
+    expected, got = torch_predictor.predict(image), onnx_predictor.predict(image)
+    assert len(expected["scores"]) > 0
+    np.testing.assert_array_equal(got["labels"], expected["labels"])
+    np.testing.assert_allclose(got["scores"], expected["scores"], atol=1e-4)
+    np.testing.assert_allclose(got["boxes"], expected["boxes"], atol=1e-2)  # pixels of a 50×70 image
 
 
 def test_torch_options_prepare_the_task_in_place(monkeypatch):

@@ -208,7 +208,7 @@ def test_infer_normalises_with_the_test_loaders_pipeline_and_its_overrides(tmp_p
     from PIL import Image
 
     from densevision.engine.checkpoint import save_checkpoint
-    from densevision.models.tasks import Segmentor
+    from densevision.tasks import Segmentor
 
     config = write(
         tmp_path,

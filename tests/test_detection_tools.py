@@ -50,6 +50,7 @@ def test_training_stores_the_dataset_metainfo_and_draws_boxes(run):
     assert list((work_dir / "predictions" / "epoch_001").glob("*.png"))
     log = (work_dir / "run.log").read_text()
     assert "effective batch 8" in log and "score threshold 0.01" in log
+    assert "could not draw" not in log  # the samples were drawn by the task's own drawer
 
 
 def test_test_tool_prints_the_map_table(run, tmp_path, capsys):
@@ -90,6 +91,25 @@ def test_export_tool_writes_decoded_boxes_and_scores_checked_by_onnxruntime(run,
     assert [o.name for o in graph.output] == ["boxes", "scores"]
     printed = capsys.readouterr().out
     assert "max abs diff" in printed and "(3, 3, 64, 64)" in printed  # checked at another batch, the fixed size
+    assert "outputs boxes, scores" in printed
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            ["--input-size", "300", "300"],
+            "error: input size (300, 300) cannot be exported: Detector takes only its fixed",
+        ),
+        (["--opset", "5"], "error: opset 5 cannot be exported: the dynamo exporter writes opset 18 or later"),
+    ],
+)
+def test_export_tool_refuses_what_it_cannot_honour_in_one_line(run, tmp_path, capsys, options, message):
+    config, work_dir, _ = run
+    out = tmp_path / "detector.onnx"
+    assert load_tool("export").main([str(config), str(work_dir / "last.pth"), "--out", str(out), *options]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(message) and len(err.splitlines()) == 1 and not out.exists()
 
 
 def test_dsod300_voc_front_door_trains_and_evaluates_with_a_vocdevkit_in_place(tmp_path):

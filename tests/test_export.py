@@ -10,7 +10,7 @@ from torch import nn
 from densevision.engine.checkpoint import save_checkpoint
 from densevision.export import ExportError, check_onnx, export_and_check, export_onnx, input_channels
 from densevision.models.blocks import DenseBlock, Transition
-from densevision.models.tasks import Segmentor
+from densevision.tasks import Segmentor
 from tests.tool_loader import load_tool
 
 
@@ -190,3 +190,66 @@ def test_export_tool_reports_an_unwritable_out_before_exporting(tool, tiny_run, 
     assert tool.main([str(config), str(checkpoint), "--out", str(tmp_path / out), "--input-size", "16", "16"]) == 1
     assert _error_line(capsys.readouterr().err).startswith("error: " + message.format(tmp=tmp_path))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["BLOCKED", "cfg.py", "folder", "model.pth"]
+
+
+class FixedSizeTask(nn.Module):
+    """A task whose graph holds at one input size only (as a detector's priors do)."""
+
+    export_input_size = (12, 20)
+    export_outputs = ("scores",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x).flatten(1)
+
+
+def test_a_fixed_size_task_exports_at_its_size_and_refuses_another(tmp_path):
+    result = export_and_check(FixedSizeTask(), tmp_path / "fixed.onnx")
+    assert result.check_shape == (3, 3, 12, 20) and _input_dims(tmp_path / "fixed.onnx") == ["batch", 3, 12, 20]
+    export_and_check(FixedSizeTask(), tmp_path / "same.onnx", input_size=(12, 20))  # repeating it is fine
+    with pytest.raises(ExportError, match=r"input size \(30, 30\) cannot be exported: FixedSizeTask takes only its "
+                                          r"fixed input size \(12, 20\)"):  # fmt: skip
+        export_onnx(FixedSizeTask(), tmp_path / "other.onnx", input_size=(30, 30))
+    assert not (tmp_path / "other.onnx").exists()
+
+
+@pytest.mark.parametrize(
+    ("opset", "exporter", "outcome"),
+    [
+        (5, "auto", "opset 5 cannot be exported: the dynamo exporter writes opset 18 or later, TorchScript 7-20"),
+        (25, "torchscript", "opset 25 cannot be exported by the torchscript exporter"),
+        (11, "dynamo", "opset 11 cannot be exported by the dynamo exporter"),
+        (11, "auto", ("torchscript", 11)),  # below dynamo's minimum: TorchScript writes it
+        (18, "auto", ("dynamo", 18)),
+    ],
+)
+def test_the_opset_asked_for_is_written_or_refused(tmp_path, opset, exporter, outcome):
+    path = tmp_path / "m.onnx"
+    if isinstance(outcome, str):
+        with pytest.raises(ExportError, match=outcome):
+            export_onnx(TinyDenseClassifier(), path, input_size=(16, 16), opset=opset, exporter=exporter)
+        assert not path.exists()
+        return
+    used, written, _ = export_onnx(TinyDenseClassifier(), path, input_size=(16, 16), opset=opset, exporter=exporter)
+    assert (used, written) == outcome
+    assert {o.version for o in onnx.load(str(path)).opset_import if o.domain in ("", "ai.onnx")} == {opset}
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc, where no file can be created")
+def test_a_path_that_cannot_be_created_is_blamed_even_when_permissions_allow_it(tool, tiny_run, capsys):
+    config, checkpoint = tiny_run
+    assert tool.main([str(config), str(checkpoint), "--out", "/proc/densevision-test.onnx"]) == 1
+    line = _error_line(capsys.readouterr().err)
+    assert line.startswith("error: cannot write the ONNX file /proc/densevision-test.onnx: ")
+    assert "export" not in line.split(": ", 2)[2]  # the reason is the path's, not an exporter's
+
+
+def test_export_tool_help_says_what_each_task_exports(tool, capsys):
+    with pytest.raises(SystemExit):
+        tool.main(["--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "``logits`` N×K×H×W" in shown and "``boxes`` N×P×4" in shown and "``scores`` N×P×(K+1)" in shown
+    assert "fixed input size" in shown

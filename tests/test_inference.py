@@ -11,20 +11,11 @@ from torch import nn
 from densevision.data.base import default_palette
 from densevision.data.checks import DatasetError
 from densevision.engine.checkpoint import save_checkpoint
-from densevision.inference import (
-    AUTO_TILE_SIZE,
-    DEFAULT_MAX_PIXELS,
-    ClassificationPredictor,
-    Predictor,
-    SegmentationPredictor,
-    find_images,
-    infer_files,
-    overlay_mask,
-    predictor_class,
-    window_starts,
-)
-from densevision.models.tasks import Classifier, Segmentor
+from densevision.inference import Predictor, find_images, infer_files, predictor_class, window_starts
 from densevision.registry import ConfigError
+from densevision.tasks import ClassificationPredictor, Classifier, SegmentationPredictor, Segmentor
+from densevision.tasks.segmentation.drawing import blend_mask
+from densevision.tasks.segmentation.predictor import AUTO_TILE_SIZE, DEFAULT_MAX_PIXELS
 from tests.tool_loader import load_tool
 
 MEAN, STD = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
@@ -241,12 +232,12 @@ def test_overlay_blends_palette_colours():
     image = np.full((2, 3), 100, np.uint16)  # one band, not uint8: stretched (constant -> black)
     mask = np.array([[0, 1, 1], [1, 0, 0]])
     palette = [(200, 0, 0), (0, 100, 50)]
-    out = overlay_mask(image, mask, palette, alpha=0.5)
+    out = blend_mask(image, mask, palette, alpha=0.5)
     assert out.shape == (2, 3, 3) and out.dtype == np.uint8
     np.testing.assert_array_equal(out[0, 0], [100, 0, 0])
     np.testing.assert_array_equal(out[0, 1], [0, 50, 25])
     rgb = _image(2, 3)
-    np.testing.assert_array_equal(overlay_mask(rgb, mask, palette, alpha=0.0), rgb)
+    np.testing.assert_array_equal(blend_mask(rgb, mask, palette, alpha=0.0), rgb)
 
 
 def _write_images(folder: Path, sizes, bands: int = 3) -> list[Path]:
@@ -275,7 +266,7 @@ def test_infer_files_writes_masks_colours_and_overlays(tmp_path):
         colour = np.asarray(Image.open(tmp_path / "out" / f"{path.stem}_color.png"))
         np.testing.assert_array_equal(colour, np.array(predictor.palette, np.uint8)[expected])
         overlay = np.asarray(Image.open(tmp_path / "out" / f"{path.stem}_overlay.png"))
-        np.testing.assert_array_equal(overlay, overlay_mask(image, expected, predictor.palette))
+        np.testing.assert_array_equal(overlay, blend_mask(image, expected, predictor.palette))
 
 
 def test_infer_files_writes_classification_csv(tmp_path):

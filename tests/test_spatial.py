@@ -1,3 +1,5 @@
+import logging
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -5,10 +7,11 @@ import rasterio
 import torch
 from torch import nn
 
-from densevision.data.medical import DecathlonDataset, VolumeSlicing
-from densevision.inference import SegmentationPredictor
+from densevision.data.decathlon import DecathlonDataset
+from densevision.data.medical import VolumeSlicing
 from densevision.registry import ConfigError
 from densevision.spatial import LABEL_NODATA, predict_geotiff, predict_nifti
+from densevision.tasks.segmentation import SegmentationPredictor
 from tests.data.test_medical import AFFINE, SHAPE, decathlon, save, volume_pair
 from tests.data.test_raster import HEIGHT, TRANSFORM, WIDTH, scene_pair
 
@@ -106,15 +109,15 @@ def test_a_scene_predicted_in_blocks_equals_the_whole_scene_prediction(tmp_path)
     assert np.all(labels[~valid] == LABEL_NODATA) and len(np.unique(labels[valid])) > 1
 
 
-def test_label_raster_keeps_crs_transform_and_is_a_tiled_compressed_uint8(tmp_path):
+def test_label_raster_keeps_crs_transform_and_is_a_tiled_compressed_uint8(tmp_path, caplog, capfd):
+    caplog.set_level(logging.DEBUG)  # rasterio passes GDAL's messages to logging
     scene_pair(tmp_path)
     model = pixel_model()
     written = predict_geotiff(
         tmp_path / "scenes" / "area.tif",
         predictor(model).predict_probs,
         tmp_path / "pred" / "area_label.tif",
-        block_size=32,
-        halo=0,
+        halo=0,  # one block, as tools/infer.py predicts scenes of this size
         colour_path=tmp_path / "pred" / "area_colour.tif",
         palette=[(10, 20, 30), (40, 50, 60), (70, 80, 90)],
     )
@@ -129,6 +132,8 @@ def test_label_raster_keeps_crs_transform_and_is_a_tiled_compressed_uint8(tmp_pa
         assert colour.colormap(1)[1] == (40, 50, 60, 255) and colour.colormap(1)[LABEL_NODATA][3] == 0
         assert colour.colorinterp[0].name == "palette" and np.array_equal(colour.read(1), indices)
     assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == ["area_colour.tif", "area_label.tif"]
+    said = caplog.text + "".join(capfd.readouterr())
+    assert "GDAL signalled an error" not in said and "PhotometricInterpretation" not in said
 
 
 def test_the_model_sees_selected_bands_and_one_block_with_its_halo_at_a_time(tmp_path):

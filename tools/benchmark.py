@@ -56,10 +56,10 @@ from densevision.backends import CHECK_SIZE, EXPORT_SIZE, OnnxRuntimeForward, pr
 from densevision.engine.acceleration import TrainingAcceleration  # noqa: E402
 from densevision.export import export_and_check, output_names  # noqa: E402
 from densevision.models.blocks import DenseBlock  # noqa: E402
-from densevision.models.tasks import Detector  # noqa: E402
 from densevision.precision import autocast_dtype, autocast_forward  # noqa: E402
 from densevision.profiling import saved_tensor_bytes  # noqa: E402
 from densevision.registry import TASKS  # noqa: E402
+from densevision.tasks import Detector  # noqa: E402
 
 RESULT_PREFIX = "BENCHMARK-RESULT "  # the line a variant's process prints its record on
 

@@ -10,8 +10,9 @@ images of more than ``--max-pixels``); classification writes
 
 ``--backend auto`` (the default) runs the fastest path that is exact in float32: on CPU the model exported to ONNX
 and run by onnxruntime (exported once and cached beside the checkpoint as ``CHECKPOINT.<key>.onnx``, checked against
-PyTorch first), else PyTorch in channels_last on CPU; detection always runs in PyTorch. ``--precision bf16`` (CPUs with
-native bf16, CUDA) and ``--compile`` (torch.compile) choose PyTorch. The log says which path runs.
+PyTorch first), else PyTorch in channels_last on CPU; a detector's network and box decoding take the same path, its
+NMS runs in PyTorch. ``--precision bf16`` (CPUs with native bf16, CUDA) and ``--compile`` (torch.compile) choose
+PyTorch. The log says which path runs.
 
 Unreadable images are skipped and listed at the end; the exit status is then 1.
 """

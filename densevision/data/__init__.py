@@ -3,6 +3,7 @@
 from densevision.data import (  # noqa: F401
     camvid,
     coco,
+    decathlon,
     detection,
     detection_transforms,
     image_folder,

@@ -15,90 +15,39 @@ with uncompressed ``.nii`` files or when samples of one volume come together (ev
 from __future__ import annotations
 
 import json
-import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import torch
-from nibabel.filebasedimages import ImageFileError
 
 from densevision.data.base import SegmentationDataset, image_to_tensor, mask_to_tensor
 from densevision.data.checks import DatasetError, DatasetSummary, FileChecker, ProblemHandler, check_label_values
 from densevision.data.io import Colour, list_files
+from densevision.formats.nifti import (
+    NIFTI_SUFFIXES,
+    compressed,
+    load_nifti,
+    nifti_stem,
+    read_volume,
+    volume_data,
+)
 from densevision.registry import DATASETS, ConfigError
 
 __all__ = [
-    "NIFTI_SUFFIXES",
     "MODALITIES",
     "VolumeSlicing",
     "NiftiSliceDataset",
     "NiftiFolderDataset",
-    "DecathlonDataset",
-    "load_nifti",
-    "volume_data",
-    "nifti_stem",
     "voxel_spacing",
     "read_decathlon_json",
     "slicing_from_config",
-    "validation_cases",
 ]
 
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
 MODALITIES = ("CT", "MR", "none")
-_READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, ImageFileError)
 _STATS_CHUNK = 16  # slices per read when a volume's statistics are computed through its proxy
-
-
-def nifti_stem(path: str | Path) -> str:
-    """``case_001`` for ``case_001.nii.gz`` or ``case_001.nii``."""
-    name = Path(path).name
-    for suffix in NIFTI_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
-def load_nifti(path: str | Path, what: str = "image") -> nib.Nifti1Image:
-    """The NIfTI image of ``path`` (header only; the data stays on disk); an unreadable file is a ``DatasetError``."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"{what} volume not found: {path}")
-    try:
-        image = nib.load(path, mmap=True)
-    except _READ_ERRORS as err:
-        raise DatasetError(f"cannot read {what} volume {path}: {err}") from err
-    if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
-        raise DatasetError(f"{what} volume {path} is a {type(image).__name__}, not NIfTI")
-    if image.ndim not in (3, 4):
-        raise DatasetError(f"{what} volume {path} has shape {image.shape}; expected 3-D (X, Y, Z) or 4-D (X, Y, Z, M)")
-    return image
-
-
-def _compressed(path: Path) -> bool:
-    return path.name.lower().endswith(".gz")
-
-
-def volume_data(image: nib.Nifti1Image, path: str | Path, what: str = "image") -> Any:
-    """What slices are read from: the array proxy of an uncompressed file (reads only what is sliced), the decoded
-    array of a compressed one (gzip cannot seek: decode once)."""
-    path = Path(path)
-    if not _compressed(path):
-        return image.dataobj
-    try:
-        return np.asanyarray(image.dataobj)
-    except _READ_ERRORS as err:
-        raise DatasetError(f"cannot read {what} volume {path}: {err}") from err
-
-
-def _read(data: Any, slicer: tuple, path: Path, what: str) -> np.ndarray:
-    try:
-        return np.asarray(data[slicer])
-    except _READ_ERRORS as err:
-        raise DatasetError(f"cannot read {what} volume {path}: {err}") from err
 
 
 def voxel_spacing(affine: np.ndarray) -> tuple[float, float, float]:
@@ -180,7 +129,7 @@ class VolumeSlicing:
         wanted = self.indices(index, num_slices)
         slicer = [slice(None)] * len(data.shape)
         slicer[self.spatial_axis] = slice(int(wanted.min()), int(wanted.max()) + 1)
-        slab = _read(data, tuple(slicer), path or Path("<volume>"), "image")
+        slab = read_volume(data, tuple(slicer), path or Path("<volume>"), "image")
         slab = np.take(slab, wanted - wanted.min(), axis=self.spatial_axis)
         slab = np.moveaxis(slab, self.spatial_axis, 2)  # H×W×offsets(×M)
         if slab.ndim == 3:
@@ -204,7 +153,7 @@ class VolumeSlicing:
         """Slice ``index`` of a label volume as H×W, in the same orientation as ``stack``."""
         slicer = [slice(None)] * len(data.shape)
         slicer[self.spatial_axis] = index
-        return _read(data, tuple(slicer), path or Path("<label volume>"), "label")
+        return read_volume(data, tuple(slicer), path or Path("<label volume>"), "label")
 
 
 def _label_indices(values: np.ndarray, path: Path) -> np.ndarray:
@@ -340,7 +289,7 @@ class NiftiSliceDataset(SegmentationDataset):
             return self._slices[index]
         return self._empty[int(torch.randint(len(self._empty), ()).item())]
 
-    def _check_shapes(self, volume: _Volume, label: nib.Nifti1Image) -> None:
+    def _check_shapes(self, volume: _Volume, label: Any) -> None:
         spatial = tuple(label.shape[:3])
         if label.ndim == 4 and label.shape[3] != 1:
             raise DatasetError(f"label volume {volume.label} is 4-D {label.shape}; expected one label map")
@@ -417,7 +366,7 @@ class NiftiSliceDataset(SegmentationDataset):
                 modalities = chunk.shape[3] if chunk.ndim == 4 else 1
                 yield self.slicing.normalise(chunk.reshape(-1, modalities), stats)
 
-    def _check_affine(self, volume: _Volume, image: nib.Nifti1Image, label: nib.Nifti1Image) -> None:
+    def _check_affine(self, volume: _Volume, image: Any, label: Any) -> None:
         difference = np.abs(np.asarray(image.affine) - np.asarray(label.affine))
         if difference.max() > self.affine_tolerance:
             row, col = np.unravel_index(int(difference.argmax()), difference.shape)
@@ -430,7 +379,7 @@ class NiftiSliceDataset(SegmentationDataset):
     @classmethod
     def prediction_options(cls, dataset_cfg: Mapping[str, Any]) -> dict[str, Any]:
         """What a predictor needs to prepare whole volumes as this config trains on them (tools/infer.py)."""
-        return {"volume_slicing": slicing_from_config(dataset_cfg)}
+        return {"file_formats": {"nifti": {"slicing": slicing_from_config(dataset_cfg)}}}
 
     def check(self, *, on_problem: ProblemHandler | None = None, channels: int | None = None) -> DatasetSummary:
         """Read every volume pair: unreadable or truncated files, a label volume whose shape or affine differs from
@@ -449,9 +398,9 @@ class NiftiSliceDataset(SegmentationDataset):
                 counts += check_label_values(values, self.num_classes, self.ignore_index, volume.label)
                 ignored += int(np.count_nonzero(values == self.ignore_index))
                 data = volume_data(image, volume.image)
-                if not _compressed(volume.image):  # read it all: a truncated file fails here, not in training
+                if not compressed(volume.image):  # read it all: a truncated file fails here, not in training
                     for start in range(0, volume.shape[2], _STATS_CHUNK):
-                        _read(
+                        read_volume(
                             data, (slice(None), slice(None), slice(start, start + _STATS_CHUNK)), volume.image, "image"
                         )
                 middle = volume.shape[self.slicing.spatial_axis] // 2
@@ -524,25 +473,6 @@ class NiftiFolderDataset(NiftiSliceDataset):
         )
 
 
-DECATHLON_SPLITS = ("train", "val", "trainval", "test")
-
-
-def _decathlon_classes(labels: Any, path: Path) -> tuple[str, ...]:
-    """Class names by index from ``labels``: ``{"0": "background", ...}`` (MSD) or ``{"background": 0, ...}``
-    (nnU-Net v2); indices must run 0..K-1."""
-    if not isinstance(labels, Mapping) or not labels:
-        raise DatasetError(f"{path} has no 'labels' mapping of label values to names")
-    if all(str(key).isdigit() for key in labels):
-        by_index = {int(key): str(name) for key, name in labels.items()}
-    elif all(isinstance(value, int) for value in labels.values()):
-        by_index = {int(value): str(name) for name, value in labels.items()}
-    else:
-        raise DatasetError(f"{path}: cannot read 'labels' {dict(labels)} (region labels are not supported)")
-    if sorted(by_index) != list(range(len(by_index))):
-        raise DatasetError(f"{path}: label values {sorted(by_index)} are not 0..{len(by_index) - 1}")
-    return tuple(by_index[i] for i in range(len(by_index)))
-
-
 def _decathlon_modality(modality: Any, path: Path) -> str:
     """``'CT'`` when every channel is CT, ``'MR'`` when none is (nnU-Net's rule: z-score all but CT)."""
     names = [str(v) for v in modality.values()] if isinstance(modality, Mapping) else []
@@ -554,104 +484,6 @@ def _decathlon_modality(modality: Any, path: Path) -> str:
     if not any(is_ct):
         return "MR"
     raise ConfigError(f"{path} mixes CT with other modalities {names}; set modality in the dataset config")
-
-
-def _decathlon_cases(root: Path, entries: Any, key: str, path: Path) -> list[tuple[Path, Path | None]]:
-    """``(image, label)`` paths of the ``training`` or ``test`` list (test entries are image paths; their labels are
-    looked up in ``labelsTs/``)."""
-    if not isinstance(entries, list):
-        raise DatasetError(f"{path} has no '{key}' list")
-    cases: list[tuple[Path, Path | None]] = []
-    for entry in entries:
-        image = entry.get("image") if isinstance(entry, Mapping) else entry
-        label = entry.get("label") if isinstance(entry, Mapping) else None
-        if not isinstance(image, str):
-            raise DatasetError(f"{path}: entry {entry!r} of '{key}' names no image")
-        image_path = (root / image).resolve()
-        if label is None:
-            candidate = root / "labelsTs" / image_path.name
-            label_path = candidate if candidate.is_file() else None
-        else:
-            label_path = (root / label).resolve()
-        cases.append((image_path, label_path))
-    return cases
-
-
-def validation_cases(names: Sequence[str], fraction: float, seed: int) -> set[str]:
-    """The names held out for validation: ``round(fraction × n)`` of them (at least one when the fraction is
-    positive and there are two cases or more, never all), chosen by a seeded permutation of the sorted names."""
-    if not 0 <= fraction < 1:
-        raise ConfigError(f"val_fraction must be in [0, 1), got {fraction}")
-    ordered = sorted(names)
-    count = min(max(round(fraction * len(ordered)), 1 if fraction > 0 else 0), max(len(ordered) - 1, 0))
-    order = np.random.default_rng(seed).permutation(len(ordered))
-    return {ordered[i] for i in order[:count]}
-
-
-@DATASETS.register_module()
-class DecathlonDataset(NiftiSliceDataset):
-    """A Medical Segmentation Decathlon task folder: ``root/dataset.json``, ``imagesTr/``, ``labelsTr/``.
-
-    Classes come from ``dataset.json``'s ``labels``; the intensity handling from its ``modality`` (CT, else MR
-    z-scoring) unless ``modality`` is given. ``split``: ``'train'`` and ``'val'`` divide the ``training`` cases
-    (``val_fraction`` of them, chosen with ``split_seed``), ``'trainval'`` takes them all, ``'test'`` the ``test``
-    cases whose labels are in ``labelsTs/`` (the challenge withholds them; generated sets have them).
-    """
-
-    def __init__(
-        self,
-        root: str | Path,
-        split: str = "train",
-        pipeline: Sequence[Mapping[str, Any]] | Callable[..., dict] | None = None,
-        *,
-        val_fraction: float = 0.2,
-        split_seed: int = 0,
-        modality: str | None = None,
-        palette: Sequence[Colour] | None = None,
-        ignore_index: int = 255,
-        **slicing: Any,
-    ) -> None:
-        if split not in DECATHLON_SPLITS:
-            raise ConfigError(f"unknown Decathlon split {split!r}; expected one of {DECATHLON_SPLITS}")
-        self.root = Path(root)
-        self.split = split
-        description = read_decathlon_json(self.root)
-        path = self.root / "dataset.json"
-        classes = _decathlon_classes(description.get("labels"), path)
-        modality = modality or _decathlon_modality(description.get("modality"), path)
-        if split == "test":
-            cases = _decathlon_cases(self.root, description.get("test"), "test", path)
-            unlabelled = [str(image) for image, label in cases if label is None]
-            if unlabelled:
-                raise DatasetError(
-                    f"{len(unlabelled)} test volume(s) of {path} have no label in {self.root / 'labelsTs'} (e.g. "
-                    f"{unlabelled[0]}); the Decathlon withholds test labels: evaluate on split='val'"
-                )
-        else:
-            cases = _decathlon_cases(self.root, description.get("training"), "training", path)
-            held_out = validation_cases([nifti_stem(image) for image, _ in cases], val_fraction, split_seed)
-            if split != "trainval":
-                cases = [case for case in cases if (nifti_stem(case[0]) in held_out) == (split == "val")]
-            if not cases:
-                raise DatasetError(f"no {split} cases in {path} with val_fraction={val_fraction}")
-        missing = [str(p) for case in cases for p in case if p is not None and not p.is_file()]
-        if missing:
-            raise DatasetError(
-                f"{len(missing)} volume(s) listed in {path} are missing: {', '.join(missing[:3])}"
-                f"{' ...' if len(missing) > 3 else ''}"
-            )
-        super().__init__(
-            [(image, label) for image, label in cases if label is not None],
-            classes=classes,
-            palette=palette,
-            ignore_index=ignore_index,
-            pipeline=pipeline,
-            modality=modality,
-            **slicing,
-        )
-
-    def describe(self) -> str:
-        return f"{self.root} split {self.split!r}: {super().describe()}"
 
 
 def read_decathlon_json(root: str | Path) -> dict[str, Any]:

@@ -11,182 +11,35 @@ ignore index in the label and 0 in the image; windows past a scene's edge are pa
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rasterio
 import torch
-from rasterio.errors import RasterioError
-from rasterio.windows import Window
 
 from densevision.data.base import SegmentationDataset, image_to_tensor, mask_to_tensor
 from densevision.data.checks import DatasetError, DatasetSummary, FileChecker, ProblemHandler, check_label_values
 from densevision.data.io import Colour
 from densevision.data.mask_folder import pair_by_stem
+from densevision.formats.geotiff import (
+    check_alignment,
+    grid_windows,
+    open_raster,
+    read_label_window,
+    read_scene_window,
+    scene_info,
+)
 from densevision.registry import DATASETS, ConfigError
 
 __all__ = [
     "RASTER_MODES",
     "RasterWindowDataset",
-    "SceneInfo",
     "BandStatistics",
-    "open_raster",
-    "scene_info",
-    "read_scene_window",
-    "read_label_window",
-    "check_alignment",
     "band_values",
-    "grid_windows",
 ]
 
 RASTER_MODES = ("random", "grid")
 CHECK_BLOCK = 1024  # pixels per side of the windows check() and band statistics read a scene in
-
-
-def open_raster(path: str | Path, what: str = "scene") -> Any:
-    """``rasterio.open(path)``; a missing or unreadable file is a ``DatasetError`` naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"{what} raster not found: {path}")
-    try:
-        return rasterio.open(path)
-    except (RasterioError, OSError) as err:
-        raise DatasetError(f"cannot read {what} raster {path}: {err}") from err
-
-
-@dataclass(frozen=True)
-class SceneInfo:
-    """What a raster's header says: size, bands, dtype, georeferencing and nodata."""
-
-    path: Path
-    height: int
-    width: int
-    count: int
-    dtype: str
-    crs: str | None
-    transform: tuple[float, ...]
-    nodata: float | None
-
-    def bands(self, bands: Sequence[int] | None) -> list[int]:
-        """The 1-based band indices to read (all, in order, when ``bands`` is ``None``); a band the raster does not
-        have is an error naming it and the raster's band count."""
-        if bands is None:
-            return list(range(1, self.count + 1))
-        chosen = [int(b) for b in bands]
-        bad = [b for b in chosen if not 1 <= b <= self.count]
-        if bad:
-            raise DatasetError(f"bands {bad} requested from {self.path}, which has {self.count} band(s) (1-based)")
-        return chosen
-
-
-def scene_info(path: str | Path, what: str = "scene") -> SceneInfo:
-    """The header of the raster at ``path``."""
-    with open_raster(path, what) as src:
-        return SceneInfo(
-            path=Path(path),
-            height=src.height,
-            width=src.width,
-            count=src.count,
-            dtype=src.dtypes[0],
-            crs=src.crs.to_string() if src.crs else None,
-            transform=tuple(src.transform)[:6],
-            nodata=src.nodata,
-        )
-
-
-def check_alignment(scene: SceneInfo, label: SceneInfo, tolerance: float = 0.01) -> str | None:
-    """Why ``label`` does not cover the pixels of ``scene`` (size, CRS, or geotransform differing by more than
-    ``tolerance`` of a pixel), naming both files and values; ``None`` when it does."""
-    files = f"label raster {label.path} and scene {scene.path}"
-    if label.count != 1:
-        return f"label raster {label.path} has {label.count} bands; expected one band of class indices"
-    if (label.height, label.width) != (scene.height, scene.width):
-        return f"{files} differ in size: {label.height}x{label.width} vs {scene.height}x{scene.width} (HxW)"
-    if label.crs != scene.crs:
-        return f"{files} have different coordinate reference systems: {label.crs} vs {scene.crs}"
-    pixel = min(abs(scene.transform[0]), abs(scene.transform[4])) or 1.0
-    difference = np.abs(np.subtract(label.transform, scene.transform))
-    if difference.max() > tolerance * pixel:
-        return (
-            f"{files} have different geotransforms: {_affine(label.transform)} vs {_affine(scene.transform)} "
-            f"(tolerance {tolerance:g} pixel)"
-        )
-    return None
-
-
-def _affine(values: Sequence[float]) -> str:
-    return "(" + ", ".join(f"{v:.10g}" for v in values) + ")"
-
-
-def _read(path: Path, what: str, read: Callable[[], np.ndarray]) -> np.ndarray:
-    try:
-        return read()
-    except (RasterioError, OSError) as err:
-        raise DatasetError(f"cannot read {what} raster {path}: {err}") from err
-
-
-def _inside(src: Any, window: Window) -> tuple[Window, tuple[slice, slice]]:
-    """The part of ``window`` inside the raster, and where it lies in the window's array. Windows past the edges are
-    padded here rather than read ``boundless`` (GDAL would build a virtual raster for every such read)."""
-    top, left = max(int(window.row_off), 0), max(int(window.col_off), 0)
-    bottom = min(int(window.row_off + window.height), src.height)
-    right = min(int(window.col_off + window.width), src.width)
-    height, width = max(bottom - top, 0), max(right - left, 0)
-    row, col = top - int(window.row_off), left - int(window.col_off)
-    return Window(left, top, width, height), (slice(row, row + height), slice(col, col + width))
-
-
-def read_scene_window(
-    src: Any, window: Window, bands: Sequence[int], *, path: Path | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(image H×W×C in the stored dtype, valid H×W bool)`` of ``window``; pixels outside the scene or nodata in a
-    selected band are invalid and 0 in the image."""
-    path = path or Path(src.name)
-    inner, place = _inside(src, window)
-    image = np.zeros((int(window.height), int(window.width), len(bands)), dtype=src.dtypes[bands[0] - 1])
-    valid = np.zeros((int(window.height), int(window.width)), dtype=bool)
-    if inner.width and inner.height:
-        data = _read(path, "scene", lambda: src.read(list(bands), window=inner))
-        masks = _read(path, "scene", lambda: src.read_masks(list(bands), window=inner))
-        inside = masks.min(axis=0) > 0
-        image[place] = np.where(inside[None], data, 0).transpose(1, 2, 0)
-        valid[place] = inside
-    return image, valid
-
-
-def read_label_window(
-    src: Any, window: Window, *, num_classes: int, ignore_index: int, path: Path | None = None
-) -> np.ndarray:
-    """Class indices (H×W int64) of ``window``: ``ignore_index`` outside the raster and at its nodata value, unless
-    that value is a class index (label rasters exported with nodata=0 keep class 0)."""
-    path = path or Path(src.name)
-    inner, place = _inside(src, window)
-    labels = np.full((int(window.height), int(window.width)), ignore_index, dtype=np.int64)
-    if not (inner.width and inner.height):
-        return labels
-    raw = _read(path, "label", lambda: src.read(1, window=inner))
-    nodata = src.nodata
-    invalid = np.zeros(raw.shape, dtype=bool)
-    if nodata is not None and not (float(nodata).is_integer() and 0 <= nodata < num_classes):
-        invalid = np.isnan(raw) if np.isnan(nodata) else raw == nodata
-    if not np.issubdtype(raw.dtype, np.integer):
-        values = raw[~invalid]
-        if not np.array_equal(np.rint(values), values):
-            bad = np.unique(values[np.rint(values) != values])[:5]
-            raise DatasetError(f"label raster {path} holds non-integer values {[float(v) for v in bad]}")
-        raw = np.where(invalid, 0, np.rint(raw))
-    labels[place] = np.where(invalid, ignore_index, raw.astype(np.int64))
-    return labels
-
-
-def grid_windows(height: int, width: int, size: tuple[int, int]) -> list[Window]:
-    """Windows of ``size`` (h, w) tiling a raster without overlap; the last row and column reach past the edge
-    (padded when read), so every pixel is in exactly one window."""
-    return [
-        Window(left, top, size[1], size[0]) for top in range(0, height, size[0]) for left in range(0, width, size[1])
-    ]
 
 
 def _as_size(value: int | Sequence[int], name: str) -> tuple[int, int]:
@@ -266,7 +119,7 @@ class RasterWindowDataset(SegmentationDataset):
             f"{self.num_bands} band(s)"
         )
 
-    def _window(self, index: int) -> tuple[int, Window]:
+    def _window(self, index: int) -> tuple[int, Any]:
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} windows")
         if self.mode == "grid":
@@ -276,9 +129,11 @@ class RasterWindowDataset(SegmentationDataset):
         height, width = self.window_size
         top = int(torch.randint(max(scene.height - height, 0) + 1, ()).item())
         left = int(torch.randint(max(scene.width - width, 0) + 1, ()).item())
+        from rasterio.windows import Window
+
         return scene_index, Window(left, top, width, height)
 
-    def _read(self, scene_index: int, window: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _read(self, scene_index: int, window: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Image, valid mask and labels of ``window`` in scene ``scene_index``."""
         if self.problems[scene_index]:
             raise DatasetError(self.problems[scene_index])
@@ -336,8 +191,7 @@ class RasterWindowDataset(SegmentationDataset):
         and tiles of the training window's size."""
         bands = dataset_cfg.get("bands")
         return {
-            "georeferenced": True,
-            "bands": tuple(bands) if bands is not None else None,
+            "file_formats": {"geotiff": {"bands": tuple(bands) if bands is not None else None}},
             "tile_size": _as_size(dataset_cfg.get("window_size", 256), "window_size"),
         }
 
@@ -353,7 +207,7 @@ class RasterWindowDataset(SegmentationDataset):
                 if self.problems[index]:
                     raise DatasetError(self.problems[index])
                 for window in grid_windows(scene.height, scene.width, (CHECK_BLOCK, CHECK_BLOCK)):
-                    window = window.intersection(Window(0, 0, scene.width, scene.height))
+                    window = window.intersection(type(window)(0, 0, scene.width, scene.height))
                     _, _, labels = self._read(index, window)
                     counts += check_label_values(labels, self.num_classes, self.ignore_index, label.path)
                     ignored += int(np.count_nonzero(labels == self.ignore_index))

@@ -18,16 +18,15 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
-import rasterio
 from PIL import Image
-from rasterio.transform import Affine
 
+from densevision.data.decathlon import DecathlonDataset
 from densevision.data.generated import generate_once
 from densevision.data.io import Colour
-from densevision.data.medical import DecathlonDataset
 from densevision.data.raster import RasterWindowDataset
+from densevision.formats.geotiff import rasterio
+from densevision.formats.nifti import nibabel
 from densevision.registry import DATASETS
 
 __all__ = [
@@ -132,11 +131,11 @@ def generate_ellipsoid_volumes(
             name = f"ellipsoid_{number:03d}.nii.gz"
             for sub, data in ((images, image), (label_dir, labels)):
                 (folder / sub).mkdir(exist_ok=True)
-                volume = nib.Nifti1Image(data, affine)
+                volume = nibabel().Nifti1Image(data, affine)
                 volume.set_qform(affine, code=1)  # scanner coordinates, as DICOM converters write them
                 volume.set_sform(affine, code=1)
                 volume.header.set_xyzt_units("mm", "sec")
-                nib.save(volume, folder / sub / name)
+                nibabel().save(volume, folder / sub / name)
             if is_test:
                 test.append(f"./imagesTs/{name}")
             else:
@@ -202,14 +201,15 @@ def generate_scenes(
         for index, (split, size) in enumerate(sizes.items()):
             rng = np.random.default_rng([seed, index])
             scene, labels = _scene(size, rng)
-            transform = Affine(10.0, 0.0, 500_000 + 20_000 * index, 0.0, -10.0, 5_000_000)  # 10 m pixels
+            # 10 m pixels
+            transform = rasterio().transform.Affine(10.0, 0.0, 500_000 + 20_000 * index, 0.0, -10.0, 5_000_000)
             common = dict(driver="GTiff", height=size, width=size, crs="EPSG:32633", transform=transform,
                           tiled=True, blockxsize=256, blockysize=256, compress="deflate")  # fmt: skip
             for kind, data, nodata in (("scenes", scene, SCENE_NODATA), ("labels", labels[None], LABEL_NODATA)):
                 path = folder / kind / split / f"scene_{split}.tif"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 profile = dict(common, count=len(data), dtype=data.dtype.name, nodata=nodata)
-                with rasterio.open(path, "w", **profile) as dst:
+                with rasterio().open(path, "w", **profile) as dst:
                     dst.write(data)
                     if kind == "scenes":
                         dst.descriptions = SCENE_BANDS

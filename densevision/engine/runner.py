@@ -730,6 +730,7 @@ class Runner:
                 save_prediction_samples,
                 samples,
                 samples_dir,
+                drawer=getattr(self.task, "draw", None),  # each task draws its own samples
                 palette=meta.get("palette"),
                 classes=meta.get("classes"),
             )

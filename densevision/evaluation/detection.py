@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +24,7 @@ from pycocotools.cocoeval import COCOeval
 from densevision.data.checks import DatasetError
 from densevision.evaluation.base import Metric
 from densevision.registry import METRICS, ConfigError
+from densevision.tasks.detection.results import coco_results, write_coco_results
 
 __all__ = ["VOCMetric", "CocoMetric", "box_iou"]
 
@@ -308,8 +308,7 @@ class CocoMetric(_DetectionMetric):
         category_ids = self._category_ids(ground_truth)
         detections = self.results(category_ids)
         if self.results_file is not None and not (dist.is_initialized() and dist.get_rank() != 0):
-            Path(self.results_file).parent.mkdir(parents=True, exist_ok=True)
-            Path(self.results_file).write_text(json.dumps(detections))
+            write_coco_results(self.results_file, detections)
         with contextlib.redirect_stdout(io.StringIO()):
             results = ground_truth.loadRes(detections) if detections else _empty_results(ground_truth)
             evaluator = COCOeval(ground_truth, results, "bbox")
@@ -332,16 +331,9 @@ class CocoMetric(_DetectionMetric):
         """The records' detections as COCO results JSON entries (``bbox`` is ``[x, y, w, h]``)."""
         detections = []
         for record in self.records:
-            for box, score, label in zip(record["boxes"].tolist(), record["scores"].tolist(), record["labels"]):
-                x1, y1, x2, y2 = box
-                detections.append(
-                    {
-                        "image_id": record["image_id"],
-                        "category_id": int(category_ids[label]),
-                        "bbox": [x1, y1, x2 - x1, y2 - y1],
-                        "score": score,
-                    }
-                )
+            detections += coco_results(
+                record["image_id"], record["boxes"], record["scores"].tolist(), record["labels"], category_ids
+            )
         return detections
 
     def _ground_truth(self) -> Any:

@@ -9,15 +9,10 @@ import torch
 
 from densevision.config import Config
 from densevision.data.checks import DatasetError
-from densevision.data.medical import (
-    DecathlonDataset,
-    NiftiFolderDataset,
-    VolumeSlicing,
-    slicing_from_config,
-    validation_cases,
-    volume_data,
-)
+from densevision.data.decathlon import DecathlonDataset, validation_cases
+from densevision.data.medical import NiftiFolderDataset, VolumeSlicing, slicing_from_config
 from densevision.evaluation import volume as _volume_metric  # noqa: F401  (registers VolumeSegmentationMetric)
+from densevision.formats.nifti import volume_data
 from densevision.registry import ConfigError
 from tests.tool_loader import load_tool
 

@@ -8,7 +8,8 @@ from rasterio.transform import Affine
 
 from densevision.data.checks import DatasetError
 from densevision.data.mask_folder import MaskFolderDataset
-from densevision.data.raster import BandStatistics, RasterWindowDataset, band_values, grid_windows
+from densevision.data.raster import BandStatistics, RasterWindowDataset, band_values
+from densevision.formats.geotiff import grid_windows
 from densevision.registry import ConfigError
 
 CLASSES = ("soil", "water", "building")

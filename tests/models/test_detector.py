@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from densevision.models.tasks import Detector
-from densevision.registry import TASKS
+from densevision.registry import TASKS, ConfigError
+from densevision.tasks import Detector
 
 TINY_DSOD = dict(
     type="DSOD",
@@ -96,3 +96,36 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch():
 def test_detector_needs_a_model_with_priors():
     with pytest.raises(ValueError, match="priors"):
         Detector(nn.Conv2d(3, 3, 1))
+
+
+class OffsetOutputs(FixedOutputs):
+    """FixedOutputs with non-zero box offsets: what they decode to depends on the box coder's weights."""
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        n = len(images)
+        loc = torch.tensor([[1.0, -0.5, 0.4, 0.2], [-1.0, 0.5, -0.3, 0.1]])
+        return loc.expand(n, -1, -1), self.conf.expand(n, -1, -1)
+
+
+@pytest.mark.parametrize("weights", [(10.0, 10.0, 5.0, 5.0), (5.0, 5.0, 2.0, 2.0)])
+def test_decoding_reads_the_box_coder_weights_the_loss_encodes_with(weights):
+    from torchvision.models.detection._utils import BoxCoder
+    from torchvision.ops import box_convert
+
+    detector = Detector(OffsetOutputs(), loss=dict(type="MultiBoxLoss", box_coder_weights=weights))
+    assert detector.box_coder_weights == weights == detector.loss_fn.box_coder.weights
+    model = detector.model
+    anchors = box_convert(model.priors, "cxcywh", "xyxy")
+    expected = BoxCoder(weights).decode_single(model(torch.zeros(1, 3, 8, 8))[0][0], anchors).clamp(0, 1)
+    boxes, _ = detector.export_forward(torch.zeros(1, 3, 8, 8))  # what ONNX exports and every backend runs
+    torch.testing.assert_close(boxes[0], expected)
+    (prediction,) = detector.predict({"image": torch.zeros(1, 3, 8, 8), "meta": [{"ori_shape": (10, 20)}]})
+    scale = torch.tensor([20.0, 10.0, 20.0, 10.0])
+    torch.testing.assert_close(prediction["boxes"], expected[[0, 1]] * scale)  # prior 0 scores 0.9, prior 1 0.8
+    default = Detector(OffsetOutputs()).export_forward(torch.zeros(1, 3, 8, 8))[0]
+    assert torch.equal(default[0], boxes[0]) == (weights == (10.0, 10.0, 5.0, 5.0))
+
+
+def test_a_loss_without_box_coder_weights_is_named():
+    with pytest.raises(ConfigError, match="Detector's loss Module does not say its box_coder_weights"):
+        Detector(FixedOutputs(), loss=nn.Module())

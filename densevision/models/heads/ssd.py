@@ -32,6 +32,7 @@ __all__ = [
     "feature_sizes",
     "decode",
     "postprocess",
+    "select_detections",
 ]
 
 BOX_CODER_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
@@ -223,7 +224,9 @@ class MultiBoxLoss(nn.Module):
         if neg_pos_ratio < 0:
             raise ValueError(f"MultiBoxLoss neg_pos_ratio must be >= 0, got {neg_pos_ratio}")
         self.matcher = SSDMatcher(iou_threshold)
-        self.box_coder = BoxCoder(tuple(box_coder_weights))
+        # Read by the Detector for decoding too: one value for encoding targets and decoding predictions.
+        self.box_coder_weights = tuple(float(w) for w in box_coder_weights)
+        self.box_coder = BoxCoder(self.box_coder_weights)
         self.neg_pos_ratio = float(neg_pos_ratio)
         self.loc_weight = float(loc_weight)
 
@@ -307,15 +310,35 @@ def postprocess(
     max_detections: int = 200,
     box_coder_weights: Sequence[float] = BOX_CODER_WEIGHTS,
 ) -> list[dict[str, Tensor]]:
-    """Detections per image from raw head outputs: decode, softmax, per class the ``pre_nms_top_k`` best priors
-    scoring above ``score_threshold``, class-wise NMS (``batched_nms``), then the ``max_detections`` best.
+    """Detections per image from raw head outputs: ``decode``, then ``select_detections``."""
+    return select_detections(
+        *decode(loc, conf, priors, box_coder_weights=box_coder_weights),
+        score_threshold=score_threshold,
+        nms_threshold=nms_threshold,
+        pre_nms_top_k=pre_nms_top_k,
+        max_detections=max_detections,
+    )
+
+
+@torch.no_grad()
+def select_detections(
+    all_boxes: Tensor,
+    all_scores: Tensor,
+    *,
+    score_threshold: float = 0.01,
+    nms_threshold: float = 0.45,
+    pre_nms_top_k: int = 400,
+    max_detections: int = 200,
+) -> list[dict[str, Tensor]]:
+    """Detections per image from decoded boxes (N×P×4) and class probabilities (N×P×(K+1), ``decode``'s outputs and
+    an exported detector's): per class the ``pre_nms_top_k`` best priors scoring above ``score_threshold``,
+    class-wise NMS (``batched_nms``), then the ``max_detections`` best.
 
     Returns per image ``boxes`` n×4 ``(x1, y1, x2, y2)`` normalised to the input and clipped to it, ``scores`` n and
     foreground ``labels`` n (``0..K-1``), sorted by score, highest first.
     """
-    all_boxes, all_scores = decode(loc, conf, priors, box_coder_weights=box_coder_weights)
     results = []
-    for boxes, scores in zip(all_boxes, all_scores):
+    for boxes, scores in zip(all_boxes.float(), all_scores.float()):
         scores = scores[:, 1:]
         top_scores, top_index = scores.topk(min(pre_nms_top_k, len(scores)), dim=0)
         classes = torch.arange(scores.shape[1], device=scores.device).expand_as(top_index)
