@@ -33,6 +33,7 @@ from densevision.data.io import list_files, read_image
 from densevision.engine.checkpoint import load_model_weights
 from densevision.formats import input_suffixes
 from densevision.registry import DATASETS, PREDICTORS, TASKS, ConfigError
+from densevision.splits import PREDICTION_SPLITS, split_dataset_cfg, split_dataset_key
 
 __all__ = [
     "Predictor",
@@ -52,7 +53,6 @@ __all__ = [
     "output_folder",
 ]
 
-_SPLITS = ("test", "val", "train")  # where a config's pipeline (and, for old checkpoints, classes) are looked up
 TILE_WINDOWS = ("uniform", "hann")
 
 logger = logging.getLogger("densevision")
@@ -99,12 +99,15 @@ def _load_task(
     return task.to(device).eval(), meta if isinstance(meta, dict) else {}
 
 
+def _split_datasets(cfg: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The datasets of the test, val and train splits that the config states, resolved as the runner resolves them
+    (``densevision.splits``), so prediction prepares images as testing did."""
+    return [split_dataset_cfg(cfg, split) for split in PREDICTION_SPLITS if split_dataset_key(cfg, split) is not None]
+
+
 def _dataset_cfg(cfg: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    for split in _SPLITS:
-        dataset = cfg.get(f"{split}_dataset")
-        if isinstance(dataset, Mapping):
-            return dataset
-    return None
+    datasets = _split_datasets(cfg)
+    return datasets[0] if datasets else None
 
 
 def _dataset_attribute(cfg: Mapping[str, Any], name: str) -> Sequence | None:
@@ -143,9 +146,8 @@ def metainfo(cfg: Mapping[str, Any], checkpoint_meta: Mapping[str, Any], name: s
 
 def pipeline_step(cfg: Mapping[str, Any], names: Sequence[str]) -> Mapping[str, Any] | None:
     """The last step of type ``names`` in the first split's pipeline (test, then val, then train) that has one."""
-    for split in _SPLITS:
-        dataset = cfg.get(f"{split}_dataset")
-        pipeline = dataset.get("pipeline") if isinstance(dataset, Mapping) else None
+    for dataset in _split_datasets(cfg):
+        pipeline = dataset.get("pipeline")
         if not isinstance(pipeline, Sequence):
             continue
         steps = [
@@ -164,7 +166,8 @@ def _normalisation_from_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     if step is None:
         raise ConfigError(
             f"{_where(cfg)} has no Normalize step in the pipeline of "
-            f"{' / '.join(f'{s}_dataset' for s in _SPLITS)}; the predictor normalises images as that step does"
+            f"{' / '.join(f'{s}_dataloader.dataset' for s in PREDICTION_SPLITS)};"
+            " the predictor normalises images as that step does"
         )
     if step.get("normalization", "standard") != "standard":
         raise ConfigError(

@@ -31,10 +31,9 @@ from tqdm.contrib.logging import logging_redirect_tqdm  # noqa: E402
 
 from densevision.backends import BACKENDS  # noqa: E402
 from densevision.cli import entry_point  # noqa: E402
-from densevision.config import Config, load_config  # noqa: E402
+from densevision.config import load_config  # noqa: E402
 from densevision.inference import find_images, infer_files, output_folder, predictor_class  # noqa: E402
 from densevision.precision import PRECISIONS  # noqa: E402
-from densevision.splits import SPLITS, split_dataset_cfg, split_dataset_key  # noqa: E402
 
 
 def _common_parser(add_help: bool) -> argparse.ArgumentParser:
@@ -66,16 +65,6 @@ def _common_parser(add_help: bool) -> argparse.ArgumentParser:
     return parser
 
 
-def with_split_datasets(cfg: Config) -> Config:
-    """``cfg`` with each ``<split>_dataset`` set to the dataset the runner loads for the split (``split_dataset_cfg``):
-    the predictors read those names, so images are prepared (normalised) as the checkpoint was trained and tested."""
-    resolved = cfg.copy()
-    for split in SPLITS:
-        if split_dataset_key(cfg, split) is not None:
-            resolved[f"{split}_dataset"] = split_dataset_cfg(cfg, split)
-    return resolved
-
-
 def _cuda_available() -> bool:
     import torch
 
@@ -89,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     if {"-h", "--help"} & set(arguments) and not any(os.path.isfile(a) for a in arguments[:1]):
         _common_parser(add_help=True).parse_args(arguments)  # help before a config names the task's options
     known, _ = _common_parser(add_help=False).parse_known_args(arguments)
-    cfg = with_split_datasets(load_config(known.config, known.cfg_options))
+    cfg = load_config(known.config, known.cfg_options)
     predictor_cls = predictor_class(cfg)
     parser = _common_parser(add_help=True)
     predictor_cls.add_arguments(parser.add_argument_group(f"{predictor_cls.__name__} options"))
