@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from densevision.contracts import Task
 from densevision.models.heads.ssd import decode, postprocess
 from densevision.registry import LOSSES, MODELS, TASKS
 
@@ -23,11 +24,10 @@ def _build(registry_cfg: Mapping[str, Any] | nn.Module, registry: Any) -> nn.Mod
 
 
 @TASKS.register_module()
-class Segmentor(nn.Module):
+class Segmentor(Task):
     """Semantic segmentation: ``model`` maps N×C×H×W images to N×K×H×W logits; ``loss`` compares them to masks."""
 
     predictor = "SegmentationPredictor"  # densevision.inference: masks, colour masks and overlays of image files
-    export_outputs = ("logits",)
 
     def __init__(
         self,
@@ -72,11 +72,10 @@ class Segmentor(nn.Module):
 
 
 @TASKS.register_module()
-class Classifier(nn.Module):
+class Classifier(Task):
     """Image classification: ``model`` maps N×C×H×W images to N×K logits."""
 
     predictor = "ClassificationPredictor"  # densevision.inference: a predictions.csv of labels and scores
-    export_outputs = ("logits",)
 
     def __init__(self, model: Mapping[str, Any] | nn.Module, *, loss: Mapping[str, Any] | nn.Module | None = None):
         super().__init__()
@@ -101,7 +100,7 @@ class Classifier(nn.Module):
 
 
 @TASKS.register_module()
-class Detector(nn.Module):
+class Detector(Task):
     """Object detection: ``model`` (DSOD, SSD) maps images to ``(loc, conf)`` against its ``priors``.
 
     Targets and predictions use the datasets' foreground labels ``0..K-1``; the model's conf has ``K + 1`` channels,

@@ -11,7 +11,8 @@ import pytest
 
 from densevision.data.checks import DatasetError
 from densevision.engine.checkpoint import load_checkpoint
-from densevision.engine.runner import Runner, _GuardedDataset
+from densevision.engine.loaders import GuardedDataset
+from densevision.engine.runner import Runner
 from tests.engine.toys import ToySegmentation, ToySegmentor, bad_file, toy_config, write_toy_config
 from tests.tool_loader import load_tool
 
@@ -125,15 +126,15 @@ def test_skip_bad_samples_replaces_them_and_counts_them_per_epoch(tmp_path, trai
 
 
 def test_a_bad_sample_is_replaced_by_the_next_good_one():
-    guarded = _GuardedDataset(ToySegmentation(num_samples=4, bad=(1, 2)), skip=True)
+    guarded = GuardedDataset(ToySegmentation(num_samples=4, bad=(1, 2)), skip=True)
     replaced = guarded[1]
     assert replaced.data["meta"]["index"] == 3 and replaced.error is None
     assert replaced.skipped == [f"cannot read image {bad_file(i)}: not an image file" for i in (1, 2)]
     assert guarded[0].skipped == [] and guarded[0].data["meta"]["index"] == 0
 
-    strict = _GuardedDataset(ToySegmentation(num_samples=4, bad=(1,)), skip=False)
+    strict = GuardedDataset(ToySegmentation(num_samples=4, bad=(1,)), skip=False)
     assert strict[1].error == f"cannot read image {bad_file(1)}: not an image file"
-    everything_bad = _GuardedDataset(ToySegmentation(num_samples=2, bad=(0, 1)), skip=True)
+    everything_bad = GuardedDataset(ToySegmentation(num_samples=2, bad=(0, 1)), skip=True)
     assert everything_bad[0].error.startswith("every sample of the dataset failed to load; the first: cannot read")
 
 

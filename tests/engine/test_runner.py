@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from densevision.config import Config
-from densevision.engine import runner as runner_module
+from densevision.engine import loaders
 from densevision.engine.checkpoint import load_checkpoint
 from densevision.engine.errors import CheckpointError, NonFiniteLossError, WorkDirError
 from densevision.engine.runner import Runner, seed_everything
@@ -46,6 +46,7 @@ def test_a_run_writes_checkpoints_logs_plots_and_samples(tmp_path):
     assert best["best"]["metric"] == pytest.approx(max(accuracies))
 
     tested = runner.test(tmp_path / "last.pth")
+    assert tested.pop("checkpoint") == str(tmp_path / "last.pth")  # which weights were tested
     assert tested == pytest.approx(metrics)  # the test split is the validation split here
     assert "acc" in runner.test_evaluator.summary_table()
 
@@ -209,7 +210,7 @@ def test_seeding_and_deterministic_mode():
 def test_dataloader_workers_draw_different_numbers_on_different_ranks():
     def worker_draw(rank):
         torch.manual_seed(42)  # the same base seed on both ranks
-        runner_module._seed_worker(0, rank=rank)
+        loaders.seed_worker(0, rank=rank)
         return np.random.rand(), torch.rand(()).item()
 
     assert worker_draw(0) == worker_draw(0)
@@ -225,7 +226,7 @@ def test_load_from_starts_from_another_runs_weights_with_a_fresh_schedule(tmp_pa
     cfg = toy_config(tmp_path / "second", load_from=str(tmp_path / "first" / "last.pth"), optim_wrapper=zero_lr)
     second = Runner(cfg)
     second.train()
-    assert second.epoch == 2  # a fresh run of its own max_epochs, not a resume of the first
+    assert second.progress.epoch == 2  # a fresh run of its own max_epochs, not a resume of the first
     for key, value in second.task.state_dict().items():
         torch.testing.assert_close(value, trained[key], rtol=0, atol=0)  # lr 0: the loaded weights are kept as is
 
