@@ -157,3 +157,14 @@ def test_a_curve_that_cannot_be_drawn_is_a_warning(tmp_path, caplog):
     assert load_checkpoint(tmp_path / "last.pth")["meta"]["epoch"] == 2
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 2 and all(w.startswith("could not draw curves.png: IsADirectoryError") for w in warnings)
+
+
+def test_the_error_that_stops_a_run_is_in_run_log_too(tmp_path):
+    bad_worker = run_train_script(str(bad_sample_config(tmp_path)), "--work-dir", str(tmp_path / "bad"))
+    nan = write_toy_config(tmp_path / "nan.py", "model = dict(type='EngineToySegmentor', nan_at_call=2)\n")
+    diverged = run_train_script(str(nan), "--work-dir", str(tmp_path / "nan"))
+    for result, work_dir in ((bad_worker, tmp_path / "bad"), (diverged, tmp_path / "nan")):
+        assert result.returncode == 1
+        line = error_line(result.stderr)
+        assert line.startswith("error: ")
+        assert (work_dir / "run.log").read_text().splitlines()[-1].endswith(f" ERROR {line}")

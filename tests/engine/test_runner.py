@@ -5,9 +5,11 @@ import pytest
 import torch
 
 from densevision.config import Config
+from densevision.data.shapes import ShapesDetection
 from densevision.engine import loaders
 from densevision.engine.checkpoint import load_checkpoint
 from densevision.engine.errors import CheckpointError, NonFiniteLossError, WorkDirError
+from densevision.engine.loaders import describe_dataset
 from densevision.engine.runner import Runner, seed_everything
 from densevision.registry import ConfigError
 from tests.engine.toys import ToySegmentation, ToySegmentor, toy_config
@@ -254,3 +256,31 @@ def test_dataset_checks_before_training_can_be_switched_off(tmp_path, check_data
     cfg = toy_config(tmp_path, check_datasets=check_datasets, train_cfg=dict(max_epochs=1, val_interval=1))
     Runner(cfg).train()
     assert ToySegmentation.checked == checked
+
+
+def test_the_run_log_names_the_data_each_split_reads(tmp_path):
+    train = dict(type="EngineToySegmentation", num_samples=8, seed=1, flip=True)
+    val = dict(type="EngineToySegmentation", num_samples=4, seed=2)
+    Runner(
+        toy_config(
+            tmp_path,
+            train_dataloader=dict(batch_size=2, dataset=train),
+            val_dataloader=dict(batch_size=2, dataset=val),
+            test_dataloader=dict(batch_size=2, dataset=val),
+            train_cfg=dict(max_epochs=1),
+        )
+    ).train()
+    log = (tmp_path / "run.log").read_text()
+    assert "training on ToySegmentation(num_samples=8, seed=1, flip=True): 8 samples; effective batch 2" in log
+    assert "evaluating on ToySegmentation(num_samples=4, seed=2): 4 samples" in log
+
+
+def test_a_detection_split_is_named_by_its_config_arguments(tmp_path):
+    arguments = dict(root=str(tmp_path / "shapes"), split="val", num_train=1, num_val=2, num_test=1, image_size=32)
+    dataset = ShapesDetection(**arguments)
+    dataset_cfg = dict(type="ShapesDetection", **arguments, pipeline=[dict(type="Normalize")])
+    root = tmp_path / "shapes"
+    assert describe_dataset(dataset, dataset_cfg) == (
+        f"ShapesDetection(root={str(root)!r}, split='val', num_train=1, num_val=2, num_test=1, image_size=32): "
+        "2 samples"
+    )

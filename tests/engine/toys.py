@@ -29,14 +29,20 @@ class ToySegmentation(DenseDataset):
     checked: list[int] = []  # lengths of the instances whose check() ran
 
     def __init__(
-        self, num_samples: int = 8, size: int = 8, seed: int = 0, flip: bool = False, bad: tuple[int, ...] = ()
+        self,
+        num_samples: int = 8,
+        size: int = 8,
+        seed: int = 0,
+        flip: bool = False,
+        bad: tuple[int, ...] = (),
+        classes: tuple[str, ...] = ("low", "mid", "high"),
     ) -> None:
         generator = torch.Generator().manual_seed(seed)
         self.images = torch.randn(num_samples, 3, size, size, generator=generator)
         self.masks = (self.images[:, 0] > 0).long() + (self.images[:, 1] > 0.5).long()
         self.flip = flip
         self.bad = tuple(bad)
-        self.classes = ("low", "mid", "high")
+        self.classes = tuple(classes)
         self.palette = [(0, 0, 0), (255, 0, 0), (0, 255, 0)]
         self.ignore_index = 255
         self.num_classes = NUM_CLASSES
