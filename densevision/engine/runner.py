@@ -288,6 +288,7 @@ class Runner:
         self.test_evaluator = self.build_evaluator("test_evaluator")
         self.dataset_meta = apply_dataset_meta(self.task, source(loader), None, self.test_evaluator)
         with self.run_logger:
+            logger.info("test output (run.log, %s, %s/test) goes to %s", METRICS_FILE, PREDICTIONS_DIR, self.work_dir)
             logger.info("testing on %s", describe_dataset(source(loader), self.cfg["test_dataloader"]["dataset"]))
             described = self.task.describe()
             if described:

@@ -49,6 +49,8 @@ def test_a_run_writes_checkpoints_logs_plots_and_samples(tmp_path):
 
     tested = runner.test(tmp_path / "last.pth")
     assert tested.pop("checkpoint") == str(tmp_path / "last.pth")  # which weights were tested
+    where = f"test output (run.log, metrics.jsonl, predictions/test) goes to {tmp_path}"
+    assert where in (tmp_path / "run.log").read_text()
     assert tested == pytest.approx(metrics)  # the test split is the validation split here
     assert "acc" in runner.test_evaluator.summary_table()
 
