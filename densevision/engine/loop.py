@@ -20,6 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from densevision.contracts import Task
+from densevision.data.checks import DatasetError
 from densevision.engine import distributed
 from densevision.engine.checkpoint import LAST_CHECKPOINT
 from densevision.engine.distributed import DistContext
@@ -154,6 +155,7 @@ class TrainLoop:
         progress: Progress,
         loader_generator: torch.Generator,
         max_iters: int | None,
+        fresh_start: bool,
         save: Callable[[bool], None],
     ) -> None:
         self.task = task
@@ -167,6 +169,7 @@ class TrainLoop:
         self.progress = progress
         self.loader_generator = loader_generator
         self.max_iters = max_iters
+        self.fresh_start = fresh_start  # untrained weights: a first epoch of zero losses means no labelled target
         self.save = save
         self._skipped: list[str] = []  # bad samples replaced in the current epoch (train_cfg.skip_bad_samples)
 
@@ -217,6 +220,7 @@ class TrainLoop:
                 f"{self.dist.world_size} process(es), drop_last={loader.drop_last})"
             )
         total_loss = 0.0
+        any_nonzero = False
         started = time.perf_counter()
         bar = progress_bar(loader, total=num_iters, desc=f"epoch {epoch + 1}/{max_epochs}", enabled=self.dist.is_main)
         self._skipped = []
@@ -241,6 +245,7 @@ class TrainLoop:
             schedulers.after_iter(progress.iteration)
             progress.iteration += 1
             total_loss += logged["loss"]
+            any_nonzero = any_nonzero or logged["loss"] != 0.0
             bar.set_postfix(loss=f"{logged['loss']:.4f}", lr=f"{lr:.3g}", refresh=False)
             if progress.iteration % self.settings.log_interval == 0:
                 record = {"mode": "train", "epoch": epoch + 1, "iter": index + 1, "step": progress.iteration, "lr": lr}
@@ -248,6 +253,13 @@ class TrainLoop:
                 if grad_norm is not None:
                     record["grad_norm"] = grad_norm
                 self.run_logger.log(record)
+        if self.fresh_start and epoch == 0 and not any_nonzero:
+            raise DatasetError(
+                f"every one of the {num_iters} batches of epoch 1 had a loss of exactly 0, which untrained weights "
+                "only give when there is nothing to learn: the training data has no labelled target (segmentation: "
+                "every pixel is void/ignore_index or nodata); tools/check_dataset.py CONFIG --split train lists the "
+                "files"
+            )
         schedulers.after_epoch(epoch)
         mean_loss = total_loss / num_iters
         seconds = time.perf_counter() - started

@@ -224,6 +224,7 @@ class Runner:
             param_schedulers=self.param_schedulers, settings=self.settings, dist=self.dist,
             run_logger=self.run_logger, work_dir=self.work_dir, progress=self.progress,
             loader_generator=self._loader_generator, max_iters=max_iters, save=self._save_checkpoints,
+            fresh_start=checkpoint is None and not self.cfg.get("load_from"),
         )  # fmt: skip
         with self.run_logger:
             self._describe_run(train_loader, val_loader, max_epochs, max_iters)

@@ -12,6 +12,7 @@ import json
 import pytest
 import torch
 
+from densevision.data.checks import DatasetError
 from densevision.engine.runner import Runner
 from tests.engine.toys import toy_config
 
@@ -80,3 +81,18 @@ def test_a_seeded_run_gives_the_recorded_losses_bit_for_bit(tmp_path, one_thread
     Runner(toy_config(tmp_path, **overrides)).train()
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["loss"] for r in records if r["mode"] == "train"] == recorded
+
+
+@pytest.mark.parametrize("check_datasets", [False, True])
+def test_a_first_epoch_with_nothing_labelled_stops_in_one_line(tmp_path, check_datasets):
+    void = dict(type="EngineToySegmentation", num_samples=4, size=32, void=True)
+    cfg = toy_config(
+        tmp_path,
+        model=dict(type="Segmentor", model=TINY_TIRAMISU),
+        train_dataloader=dict(batch_size=2, dataset=void),
+        val_dataloader=dict(batch_size=2, dataset=void),
+        check_datasets=check_datasets,  # the toy's check reads nothing: the loop is what notices
+    )
+    with pytest.raises(DatasetError, match=r"^every one of the 2 batches of epoch 1 had a loss of exactly 0, .*"):
+        Runner(cfg).train()
+    assert not (tmp_path / "last.pth").exists()

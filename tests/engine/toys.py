@@ -24,7 +24,7 @@ NUM_CLASSES = 3
 class ToySegmentation(DenseDataset):
     """Random 3×8×8 images whose mask is a function of the pixels; ``flip`` draws from torch's global generator, like
     an augmentation in the main process would. The samples at ``bad`` raise a DatasetError naming their file, as an
-    unreadable file found during training does."""
+    unreadable file found during training does; with ``void`` every pixel is unlabelled."""
 
     checked: list[int] = []  # lengths of the instances whose check() ran
 
@@ -36,10 +36,13 @@ class ToySegmentation(DenseDataset):
         flip: bool = False,
         bad: tuple[int, ...] = (),
         classes: tuple[str, ...] = ("low", "mid", "high"),
+        void: bool = False,
     ) -> None:
         generator = torch.Generator().manual_seed(seed)
         self.images = torch.randn(num_samples, 3, size, size, generator=generator)
         self.masks = (self.images[:, 0] > 0).long() + (self.images[:, 1] > 0.5).long()
+        if void:  # every pixel unlabelled, as in a label raster that is all nodata
+            self.masks.fill_(255)
         self.flip = flip
         self.bad = tuple(bad)
         self.classes = tuple(classes)
