@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
+from densevision.contracts import DenseDataset
 from densevision.data.checks import (
     DatasetError,
     DatasetSummary,
@@ -85,7 +85,7 @@ def _compact(mask: np.ndarray) -> np.ndarray:
     return mask.astype(np.uint8 if not mask.size or mask.max() < 256 else np.uint16)
 
 
-class SegmentationDataset(Dataset):
+class SegmentationDataset(DenseDataset):
     """Image/mask pairs -> ``{'image': C×H×W float32, 'mask': H×W int64, 'meta': {...}}`` after the pipeline.
 
     ``samples`` is a list of ``(image_path, mask_path)``; ``colours`` (``{(r, g, b): index}``) maps RGB-coded label

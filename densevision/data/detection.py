@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
+from densevision.contracts import DenseDataset
 from densevision.data.base import default_palette, image_format, image_to_tensor
 from densevision.data.checks import DatasetError, DatasetSummary, FileChecker, ProblemHandler
 from densevision.data.io import Colour, read_image
@@ -130,7 +130,7 @@ def _rgb(image: np.ndarray, path: Path) -> np.ndarray:
     raise DatasetError(f"image {path} has {channels} channels; detection expects RGB (or grayscale) images")
 
 
-class DetectionDataset(Dataset):
+class DetectionDataset(DenseDataset):
     """``(image_path, DetectionAnnotation)`` samples -> the detection sample dict of the batch contract.
 
     ``dataset[i]`` is ``{'image': C×H×W float32, 'boxes': n×4 float32, 'labels': n int64, 'meta': {...}}`` with

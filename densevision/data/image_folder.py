@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
+from densevision.contracts import DenseDataset
 from densevision.data.base import image_format, image_to_tensor
 from densevision.data.checks import DatasetError, DatasetSummary, FileChecker, ProblemHandler
 from densevision.data.io import IMAGE_EXTENSIONS, list_files, read_image
@@ -29,7 +29,7 @@ def _classification_sample(image: np.ndarray, label: int, pipeline: Callable[...
 
 
 @DATASETS.register_module()
-class ImageFolderDataset(Dataset):
+class ImageFolderDataset(DenseDataset):
     """``root/<class>/**/<image>``: the label is the class folder's position in ``classes``.
 
     ``classes`` ``None`` takes every sub-folder, sorted by name (torchvision's order); given, it picks and orders them.
@@ -107,7 +107,7 @@ _CIFAR_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["tes
 
 
 @DATASETS.register_module()
-class CIFAR10Folder(Dataset):
+class CIFAR10Folder(DenseDataset):
     """CIFAR-10 from the python batches already on disk (``root/cifar-10-batches-py/``); never downloads."""
 
     def __init__(self, root: str | Path, split: str = "train", pipeline: Pipeline = None) -> None:

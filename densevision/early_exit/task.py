@@ -9,13 +9,14 @@ import torch
 from torch import Tensor, nn
 
 import densevision.models  # noqa: F401  (registers the architectures a config names)
+from densevision.contracts import Task
 from densevision.registry import LOSSES, MODELS, TASKS
 
 __all__ = ["EarlyExitClassifier"]
 
 
 @TASKS.register_module()
-class EarlyExitClassifier(nn.Module):
+class EarlyExitClassifier(Task):
     """Image classification from every exit of ``model``, whose forward returns a list of N×K logits (one per exit,
     shallowest first) and which has ``num_exits``; ``forward(images, num_exits=k)`` stops after k exits.
 
@@ -27,7 +28,6 @@ class EarlyExitClassifier(nn.Module):
     """
 
     predictor = "ClassificationPredictor"  # densevision.inference: a predictions.csv of the chosen exit's classes
-    export_outputs = ("logits",)
 
     def __init__(
         self,

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import random
+import re
 import tempfile
 import zipfile
 from collections.abc import Mapping
@@ -74,13 +76,34 @@ _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format is a zip archive
 _PICKLE_MAGIC = b"\x80"  # the legacy format (``_use_new_zipfile_serialization=False``) starts with a pickle
 
 
+def _loads_safely(path: Path) -> bool:
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return False
+    return True
+
+
 def _other_checkpoints(path: Path) -> str:
-    """Where to go when ``path`` is damaged: the intact-looking checkpoints beside it, best.pth first, then newest."""
+    """Where to go when ``path`` cannot be loaded: the checkpoints beside it that load safely (``weights_only``),
+    best.pth first, then newest; at most three."""
     others = [p for p in path.parent.glob("*.pth") if p.name != path.name and p.is_file() and zipfile.is_zipfile(p)]
-    if not others:
-        return ""
     others.sort(key=lambda p: (p.name != BEST_CHECKPOINT, -p.stat().st_mtime))
-    return f"; other checkpoints beside it: {', '.join(str(p) for p in others[:3])}"
+    safe = [p for p in others[:_CANDIDATES] if _loads_safely(p)][:3]
+    if not safe:
+        return ""
+    return f"; checkpoints beside it that load safely: {', '.join(str(p) for p in safe)}"
+
+
+_CANDIDATES = 6  # files beside a bad checkpoint tried as alternatives (each is read in full)
+_UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _reason(err: Exception) -> str:
+    """The first line of a loading error, whole (torch's messages go on for paragraphs), without terminal colours."""
+    lines = [line.strip() for line in _ANSI.sub("", str(err)).splitlines() if line.strip()]
+    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -106,8 +129,15 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
                 f"checkpoint {path} is truncated ({path.stat().st_size} bytes, the end of the archive is missing)"
                 f"{_other_checkpoints(path)}"
             ) from err
-        reason = " ".join(f"{type(err).__name__}: {err}".split()[:40])
-        raise CheckpointError(f"could not read checkpoint {path}: {reason}{_other_checkpoints(path)}") from err
+        unsafe = _UNSUPPORTED_GLOBAL.search(str(err)) if isinstance(err, pickle.UnpicklingError) else None
+        if unsafe is not None:
+            raise CheckpointError(
+                f"checkpoint {path} holds Python objects that safe loading (torch.load with weights_only=True) "
+                f"refuses, the first being {unsafe.group(1).rstrip('.')}; loading it could run code from the file, "
+                "so it is not loaded (densevision checkpoints hold only tensors and plain values: re-save the "
+                f"weights of a file you trust with torch.save(model.state_dict(), ...)){_other_checkpoints(path)}"
+            ) from err
+        raise CheckpointError(f"could not read checkpoint {path}: {_reason(err)}{_other_checkpoints(path)}") from err
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, expected a dict")
     return state

@@ -17,6 +17,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from densevision.cli import USER_ERRORS, one_line
+
 __all__ = ["RunLogger", "progress_bar", "METRICS_FILE", "TEXT_LOG_FILE"]
 
 METRICS_FILE = "metrics.jsonl"
@@ -72,6 +74,10 @@ class RunLogger:
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
+        if self._handler is not None and isinstance(error, USER_ERRORS):
+            # The line the tool prints to stderr, in run.log too: why the run stopped stays with the run.
+            record = logger.makeRecord(logger.name, logging.ERROR, __file__, 0, "error: %s", (one_line(error),), None)
+            self._handler.handle(record)
         if self._writer is not None:
             self._writer.close()
             self._writer = None

@@ -120,7 +120,7 @@ def test_damaged_and_foreign_files_say_what_they_are(tmp_path):
     last = tmp_path / "last.pth"
     save_checkpoint({"epoch": 3, "weights": torch.zeros(1000)}, last)
     last.write_bytes(last.read_bytes()[:-100])
-    beside = re.escape(f"other checkpoints beside it: {tmp_path / 'best.pth'}")  # legacy.pth is no zip
+    beside = re.escape(f"checkpoints beside it that load safely: {tmp_path / 'best.pth'}")  # legacy.pth is no zip
     with pytest.raises(CheckpointError, match=rf"checkpoint .*last\.pth is truncated \(\d+ bytes, .*\); {beside}"):
         load_checkpoint(last)
     last.write_bytes(b"")
@@ -129,3 +129,19 @@ def test_damaged_and_foreign_files_say_what_they_are(tmp_path):
     last.write_text('{"epoch": 3}')
     with pytest.raises(CheckpointError, match=r"last\.pth is not a PyTorch checkpoint \(it starts with b'\{\"ep'"):
         load_checkpoint(last)
+
+
+class _Pickled:
+    """An object of a class: what a checkpoint written with ``torch.save(model)`` holds, and safe loading refuses."""
+
+
+def test_an_unsafe_checkpoint_is_refused_in_one_whole_sentence_with_only_safe_alternatives(tmp_path):
+    torch.save({"model": _Pickled()}, tmp_path / "unsafe.pth")
+    torch.save({"model": _Pickled()}, tmp_path / "best.pth")  # beside it, and just as unsafe: not an alternative
+    save_checkpoint({"state_dict": {"w": torch.zeros(1)}}, tmp_path / "last.pth")
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(tmp_path / "unsafe.pth")
+    message = str(caught.value)
+    assert "refuses, the first being tests.engine.test_checkpoint._Pickled;" in message
+    assert message.endswith(f"; checkpoints beside it that load safely: {tmp_path / 'last.pth'}")
+    assert "best.pth" not in message and "\x1b" not in message and "\n" not in message

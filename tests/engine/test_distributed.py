@@ -12,7 +12,7 @@ from densevision.engine.checkpoint import load_checkpoint
 from densevision.engine.launch import run_training
 from densevision.engine.runner import Runner, ShardSampler
 from densevision.registry import ConfigError
-from tests.engine.toys import toy_config
+from tests.engine.toys import ToySegmentation, toy_config
 
 
 def test_single_process_helpers_are_identities():
@@ -63,7 +63,9 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
     mp.spawn(_train_in_process_group, args=(2, free_port(), str(tmp_path / "ddp")), nprocs=2, join=True)
 
     single, ddp = load_checkpoint(tmp_path / "single" / "last.pth"), load_checkpoint(tmp_path / "ddp" / "last.pth")
-    assert ddp["meta"] == {"epoch": 2, "iteration": 4, "world_size": 2, "dataset_meta": {}}
+    toy_meta = ToySegmentation().metainfo
+    assert ddp["meta"] == {"epoch": 2, "iteration": 4, "world_size": 2, "dataset_meta": single["meta"]["dataset_meta"]}
+    assert ddp["meta"]["dataset_meta"]["classes"] == toy_meta["classes"]
     for key, value in single["state_dict"].items():
         torch.testing.assert_close(ddp["state_dict"][key], value, atol=1e-5, rtol=1e-5)
     # Validation metrics summed over both shards: all 8 images' pixels, the same accuracy.

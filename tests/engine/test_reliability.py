@@ -11,7 +11,8 @@ import pytest
 
 from densevision.data.checks import DatasetError
 from densevision.engine.checkpoint import load_checkpoint
-from densevision.engine.runner import Runner, _GuardedDataset
+from densevision.engine.loaders import GuardedDataset
+from densevision.engine.runner import Runner
 from tests.engine.toys import ToySegmentation, ToySegmentor, bad_file, toy_config, write_toy_config
 from tests.tool_loader import load_tool
 
@@ -125,15 +126,15 @@ def test_skip_bad_samples_replaces_them_and_counts_them_per_epoch(tmp_path, trai
 
 
 def test_a_bad_sample_is_replaced_by_the_next_good_one():
-    guarded = _GuardedDataset(ToySegmentation(num_samples=4, bad=(1, 2)), skip=True)
+    guarded = GuardedDataset(ToySegmentation(num_samples=4, bad=(1, 2)), skip=True)
     replaced = guarded[1]
     assert replaced.data["meta"]["index"] == 3 and replaced.error is None
     assert replaced.skipped == [f"cannot read image {bad_file(i)}: not an image file" for i in (1, 2)]
     assert guarded[0].skipped == [] and guarded[0].data["meta"]["index"] == 0
 
-    strict = _GuardedDataset(ToySegmentation(num_samples=4, bad=(1,)), skip=False)
+    strict = GuardedDataset(ToySegmentation(num_samples=4, bad=(1,)), skip=False)
     assert strict[1].error == f"cannot read image {bad_file(1)}: not an image file"
-    everything_bad = _GuardedDataset(ToySegmentation(num_samples=2, bad=(0, 1)), skip=True)
+    everything_bad = GuardedDataset(ToySegmentation(num_samples=2, bad=(0, 1)), skip=True)
     assert everything_bad[0].error.startswith("every sample of the dataset failed to load; the first: cannot read")
 
 
@@ -156,3 +157,14 @@ def test_a_curve_that_cannot_be_drawn_is_a_warning(tmp_path, caplog):
     assert load_checkpoint(tmp_path / "last.pth")["meta"]["epoch"] == 2
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 2 and all(w.startswith("could not draw curves.png: IsADirectoryError") for w in warnings)
+
+
+def test_the_error_that_stops_a_run_is_in_run_log_too(tmp_path):
+    bad_worker = run_train_script(str(bad_sample_config(tmp_path)), "--work-dir", str(tmp_path / "bad"))
+    nan = write_toy_config(tmp_path / "nan.py", "model = dict(type='EngineToySegmentor', nan_at_call=2)\n")
+    diverged = run_train_script(str(nan), "--work-dir", str(tmp_path / "nan"))
+    for result, work_dir in ((bad_worker, tmp_path / "bad"), (diverged, tmp_path / "nan")):
+        assert result.returncode == 1
+        line = error_line(result.stderr)
+        assert line.startswith("error: ")
+        assert (work_dir / "run.log").read_text().splitlines()[-1].endswith(f" ERROR {line}")

@@ -148,9 +148,12 @@ def other_checkpoints(tmp_path):
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
-        ("empty", r"error: checkpoint {last} is empty \(0 bytes\); other checkpoints beside it: {best}$"),
+        ("empty", r"error: checkpoint {last} is empty \(0 bytes\); checkpoints beside it that load safely: {best}$"),
         ("text", r"error: {last} is not a PyTorch checkpoint \(it starts with b'epoc'; expected a .pth file"),
-        ("truncated", r"error: checkpoint {last} is truncated \(\d+ bytes, .*\); other checkpoints beside it: {best}$"),
+        (
+            "truncated",
+            r"error: checkpoint {last} is truncated \(\d+ bytes, .*\); checkpoints beside it that load safely: {best}$",
+        ),
         (
             "architecture",
             r"error: checkpoint {last} does not fit the model: .*body.0.weight.*torch.Size\(\[8, 3, 3, 3\]",
@@ -191,3 +194,32 @@ def test_a_bad_checkpoint_to_resume_from_is_one_line(tmp_path, train_tool, capsy
     assert train_tool.main([str(config), "--work-dir", str(run), "--resume"]) == 1
     expected = message.format(last=re.escape(str(last)), best=re.escape(str(best)))
     assert re.match(expected, error_line(capsys.readouterr().err))
+
+
+def test_resuming_with_other_classes_or_another_class_order_is_refused(tmp_path, train_tool, capsys, caplog):
+    config = write_toy_config(tmp_path / "cfg.py")
+    run = ["--work-dir", str(tmp_path / "run")]
+    assert train_tool.main([str(config), *run]) == 0
+    capsys.readouterr()
+
+    def classes(*names):
+        return [f"{loader}.dataset.classes={list(names)}" for loader in ("train_dataloader", "val_dataloader")]
+
+    reordered = classes("high", "mid", "low")
+    assert train_tool.main([str(config), *run, "--resume", "--cfg-options", *reordered, "train_cfg.max_epochs=2"]) == 1
+    assert error_line(capsys.readouterr().err) == (
+        f"error: cannot resume from {tmp_path / 'run' / 'last.pth'}: it was trained on classes ['low', 'mid', 'high'], "
+        "the dataset now has ['high', 'mid', 'low']; the model's outputs follow the class order, so names and order "
+        "must stay (start from its weights with load_from, or keep the checkpoint's classes)"
+    )
+    assert load_checkpoint(tmp_path / "run" / "last.pth")["meta"]["epoch"] == 1
+
+    # The same classes, now stated in the config: resumed, and the log does not claim the checkpoint had none.
+    stated = classes("low", "mid", "high")
+    with caplog.at_level("INFO", logger="densevision"):
+        assert train_tool.main([str(config), *run, "--resume", "--cfg-options", *stated, "train_cfg.max_epochs=2"]) == 0
+    assert "'unset'" not in caplog.text
+    stated_line = (
+        "train_dataloader.dataset.classes is ['low', 'mid', 'high'] now (the checkpoint's config did not set it)"
+    )
+    assert f"resume: {stated_line}" in caplog.text

@@ -5,9 +5,11 @@ import pytest
 import torch
 
 from densevision.config import Config
-from densevision.engine import runner as runner_module
+from densevision.data.shapes import ShapesDetection
+from densevision.engine import loaders
 from densevision.engine.checkpoint import load_checkpoint
 from densevision.engine.errors import CheckpointError, NonFiniteLossError, WorkDirError
+from densevision.engine.loaders import describe_dataset
 from densevision.engine.runner import Runner, seed_everything
 from densevision.registry import ConfigError
 from tests.engine.toys import ToySegmentation, ToySegmentor, toy_config
@@ -46,6 +48,9 @@ def test_a_run_writes_checkpoints_logs_plots_and_samples(tmp_path):
     assert best["best"]["metric"] == pytest.approx(max(accuracies))
 
     tested = runner.test(tmp_path / "last.pth")
+    assert tested.pop("checkpoint") == str(tmp_path / "last.pth")  # which weights were tested
+    where = f"test output (run.log, metrics.jsonl, predictions/test) goes to {tmp_path}"
+    assert where in (tmp_path / "run.log").read_text()
     assert tested == pytest.approx(metrics)  # the test split is the validation split here
     assert "acc" in runner.test_evaluator.summary_table()
 
@@ -209,7 +214,7 @@ def test_seeding_and_deterministic_mode():
 def test_dataloader_workers_draw_different_numbers_on_different_ranks():
     def worker_draw(rank):
         torch.manual_seed(42)  # the same base seed on both ranks
-        runner_module._seed_worker(0, rank=rank)
+        loaders.seed_worker(0, rank=rank)
         return np.random.rand(), torch.rand(()).item()
 
     assert worker_draw(0) == worker_draw(0)
@@ -225,7 +230,7 @@ def test_load_from_starts_from_another_runs_weights_with_a_fresh_schedule(tmp_pa
     cfg = toy_config(tmp_path / "second", load_from=str(tmp_path / "first" / "last.pth"), optim_wrapper=zero_lr)
     second = Runner(cfg)
     second.train()
-    assert second.epoch == 2  # a fresh run of its own max_epochs, not a resume of the first
+    assert second.progress.epoch == 2  # a fresh run of its own max_epochs, not a resume of the first
     for key, value in second.task.state_dict().items():
         torch.testing.assert_close(value, trained[key], rtol=0, atol=0)  # lr 0: the loaded weights are kept as is
 
@@ -253,3 +258,31 @@ def test_dataset_checks_before_training_can_be_switched_off(tmp_path, check_data
     cfg = toy_config(tmp_path, check_datasets=check_datasets, train_cfg=dict(max_epochs=1, val_interval=1))
     Runner(cfg).train()
     assert ToySegmentation.checked == checked
+
+
+def test_the_run_log_names_the_data_each_split_reads(tmp_path):
+    train = dict(type="EngineToySegmentation", num_samples=8, seed=1, flip=True)
+    val = dict(type="EngineToySegmentation", num_samples=4, seed=2)
+    Runner(
+        toy_config(
+            tmp_path,
+            train_dataloader=dict(batch_size=2, dataset=train),
+            val_dataloader=dict(batch_size=2, dataset=val),
+            test_dataloader=dict(batch_size=2, dataset=val),
+            train_cfg=dict(max_epochs=1),
+        )
+    ).train()
+    log = (tmp_path / "run.log").read_text()
+    assert "training on ToySegmentation(num_samples=8, seed=1, flip=True): 8 samples; effective batch 2" in log
+    assert "evaluating on ToySegmentation(num_samples=4, seed=2): 4 samples" in log
+
+
+def test_a_detection_split_is_named_by_its_config_arguments(tmp_path):
+    arguments = dict(root=str(tmp_path / "shapes"), split="val", num_train=1, num_val=2, num_test=1, image_size=32)
+    dataset = ShapesDetection(**arguments)
+    dataset_cfg = dict(type="ShapesDetection", **arguments, pipeline=[dict(type="Normalize")])
+    root = tmp_path / "shapes"
+    assert describe_dataset(dataset, dataset_cfg) == (
+        f"ShapesDetection(root={str(root)!r}, split='val', num_train=1, num_val=2, num_test=1, image_size=32): "
+        "2 samples"
+    )

@@ -75,7 +75,8 @@ def test_train_resume_and_test_from_the_command_line(tmp_path, config_file, trai
         == 0
     )
     metrics = json.loads(out.read_text())
-    assert set(metrics) == {"acc", "pixels"} and metrics["pixels"] == 512.0
+    assert set(metrics) == {"checkpoint", "acc", "pixels"} and metrics["pixels"] == 512.0
+    assert metrics["checkpoint"] == str(work_dir / "best.pth")
     assert "acc" in capsys.readouterr().out
 
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 
+from densevision.contracts import DenseDataset, Task
 from densevision.data.checks import DatasetError
 from densevision.evaluation.base import Metric
 from densevision.registry import DATASETS, METRICS, TASKS
@@ -21,25 +21,38 @@ NUM_CLASSES = 3
 
 
 @DATASETS.register_module(name="EngineToySegmentation", force=True)
-class ToySegmentation(Dataset):
+class ToySegmentation(DenseDataset):
     """Random 3×8×8 images whose mask is a function of the pixels; ``flip`` draws from torch's global generator, like
     an augmentation in the main process would. The samples at ``bad`` raise a DatasetError naming their file, as an
-    unreadable file found during training does."""
+    unreadable file found during training does; with ``void`` every pixel is unlabelled."""
 
     checked: list[int] = []  # lengths of the instances whose check() ran
 
     def __init__(
-        self, num_samples: int = 8, size: int = 8, seed: int = 0, flip: bool = False, bad: tuple[int, ...] = ()
+        self,
+        num_samples: int = 8,
+        size: int = 8,
+        seed: int = 0,
+        flip: bool = False,
+        bad: tuple[int, ...] = (),
+        classes: tuple[str, ...] = ("low", "mid", "high"),
+        void: bool = False,
     ) -> None:
         generator = torch.Generator().manual_seed(seed)
         self.images = torch.randn(num_samples, 3, size, size, generator=generator)
         self.masks = (self.images[:, 0] > 0).long() + (self.images[:, 1] > 0.5).long()
+        if void:  # every pixel unlabelled, as in a label raster that is all nodata
+            self.masks.fill_(255)
         self.flip = flip
         self.bad = tuple(bad)
-        self.classes = ("low", "mid", "high")
+        self.classes = tuple(classes)
         self.palette = [(0, 0, 0), (255, 0, 0), (0, 255, 0)]
         self.ignore_index = 255
         self.num_classes = NUM_CLASSES
+
+    @property
+    def metainfo(self) -> dict[str, Any]:
+        return {"classes": self.classes, "palette": self.palette, "ignore_index": self.ignore_index}
 
     def __len__(self) -> int:
         return len(self.images)
@@ -55,12 +68,12 @@ class ToySegmentation(Dataset):
     def read_mask(self, index: int) -> Any:
         return self.masks[index].numpy()
 
-    def check(self) -> None:
+    def check(self, *, on_problem: Any = None, channels: int | None = None) -> None:
         ToySegmentation.checked.append(len(self))
 
 
 @TASKS.register_module(name="EngineToySegmentor", force=True)
-class ToySegmentor(nn.Module):
+class ToySegmentor(Task):
     """conv → GroupNorm → ReLU → dropout → 1×1 conv; per-class pixel counts from ``on_train_start`` as a buffer.
 
     ``nan_at_call``: the loss of that call (1-based) is NaN, to test how the runner stops; ``nan_above``: the loss is

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from densevision.contracts import Task
 from densevision.registry import LOSSES, MODELS, TASKS
 from densevision.tasks.base import build_part
 from densevision.tasks.classification.drawing import caption
@@ -17,11 +18,10 @@ __all__ = ["Classifier"]
 
 
 @TASKS.register_module()
-class Classifier(nn.Module):
+class Classifier(Task):
     """Image classification: ``model`` maps N×C×H×W images to N×K logits."""
 
     predictor = "ClassificationPredictor"  # a predictions.csv of labels and scores (densevision.tasks)
-    export_outputs = ("logits",)
 
     def __init__(self, model: Mapping[str, Any] | nn.Module, *, loss: Mapping[str, Any] | nn.Module | None = None):
         super().__init__()

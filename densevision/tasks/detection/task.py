@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from densevision.contracts import Task
 from densevision.models.heads.ssd import decode, select_detections
 from densevision.registry import LOSSES, MODELS, TASKS, ConfigError
 from densevision.tasks.base import build_part
@@ -18,7 +19,7 @@ __all__ = ["Detector"]
 
 
 @TASKS.register_module()
-class Detector(nn.Module):
+class Detector(Task):
     """Object detection: ``model`` (DSOD, SSD) maps images to ``(loc, conf)`` against its ``priors``.
 
     Targets and predictions use the datasets' foreground labels ``0..K-1``; the model's conf has ``K + 1`` channels,

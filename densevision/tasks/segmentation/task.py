@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from densevision.contracts import Task
 from densevision.data.base import default_palette
 from densevision.registry import MODELS, TASKS
 from densevision.tasks.base import build_part
@@ -18,11 +19,10 @@ __all__ = ["Segmentor"]
 
 
 @TASKS.register_module()
-class Segmentor(nn.Module):
+class Segmentor(Task):
     """Semantic segmentation: ``model`` maps N×C×H×W images to N×K×H×W logits; ``loss`` compares them to masks."""
 
     predictor = "SegmentationPredictor"  # masks, colour masks and overlays of image files (densevision.tasks)
-    export_outputs = ("logits",)
 
     def __init__(
         self,
