@@ -2,6 +2,7 @@
 # Models, datasets and schedules come from the other _base_ files; overrides: --cfg-options key.sub=value
 # (+key.sub=value adds a key the configs do not state).
 
+custom_imports = []  # modules of your own (tasks, datasets, metrics, predictors) every tool imports first
 work_dir = None  # None: tools/train.py uses work_dirs/<config file name>; --work-dir overrides
 seed = 0  # seeds Python, NumPy and torch; data-loader workers get per-rank, per-worker seeds derived from it
 deterministic = False  # True: deterministic kernels where torch has them (slower; warns where it has none)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ast
+import importlib
 import logging
 import os
 import re
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ from typing import Any
 from densevision.config.files import ADD_PREFIX, Config, child_at, is_int, read_config
 from densevision.registry import ConfigError, close_matches
 
-__all__ = ["load_config", "parse_cfg_options"]
+__all__ = ["import_custom_modules", "load_config", "parse_cfg_options"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +32,8 @@ def load_config(
 ) -> Config:
     """The config every tool runs: ``path`` with the ``key=value`` overrides checked and applied, then the tools'
     settings (``resume``, ``launcher``: skipped when ``None``). ``work_dir``: the argument, else the config's, else
-    ``work_dirs/<config name>``. The overrides are logged in one line.
+    ``work_dirs/<config name>``. The overrides are logged in one line. The modules named in ``custom_imports`` are
+    imported, so a task, dataset, metric or predictor of the user's own registers before anything is built.
 
     A key must exist (a close miss names the key meant), except a new argument of a buildable dict (one with a
     ``type``) and a key written ``+key=value``, which adds it. An override of a variable that the config files build
@@ -53,7 +56,28 @@ def load_config(
     for key, value in settings.items():
         if value is not None:
             cfg[key] = value
+    import_custom_modules(cfg)
     return cfg
+
+
+def import_custom_modules(cfg: Mapping[str, Any]) -> None:
+    """Import the config's ``custom_imports`` (module names, found on ``sys.path`` or in the working directory), whose
+    registrations (``@TASKS.register_module()``...) make the user's own components buildable by name."""
+    names = cfg.get("custom_imports") or []
+    where = getattr(cfg, "filename", None) or "the config"
+    if isinstance(names, str) or not all(isinstance(name, str) for name in names):
+        raise ConfigError(f"custom_imports in {where} must be a list of module names, got {names!r}")
+    if names and os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name is None or not name.startswith(err.name):
+                raise
+            raise ConfigError(
+                f"custom_imports in {where}: no module {name!r} (looked on sys.path and in {os.getcwd()})"
+            ) from None
 
 
 def _check_override_key(cfg: Mapping[str, Any], key: str) -> None:

@@ -34,7 +34,7 @@ from densevision.engine.visualize import plot_curves, save_prediction_samples
 from densevision.precision import autocast_forward
 from densevision.registry import ConfigError
 
-__all__ = ["Progress", "TrainLoop", "evaluate", "draw"]
+__all__ = ["Progress", "TrainLoop", "evaluate", "save_picture"]
 
 logger = logging.getLogger("densevision")
 
