@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     for path, reason in report.failed:
         print(f"failed: {path}: {' '.join(reason.split())}", file=sys.stderr)
     if report.failed:
-        print(f"error: {len(report.failed)} of {len(paths)} image(s) could not be read", file=sys.stderr)
+        print(f"error: {len(report.failed)} of {len(paths)} image(s) could not be predicted", file=sys.stderr)
         return 1
     return 0
 
