@@ -2,7 +2,6 @@
 streamed (valid JSON after every image, nothing kept per image)."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
