@@ -312,10 +312,10 @@ class Predictor(ABC):
             bands = 3
         expected = trained["channels"] if trained is not None else None
         if expected is not None and bands != expected:
-            kind = {1: " (grayscale)", 2: " (grayscale with alpha)", 4: " (RGBA?)"}.get(bands, "")
+            kind = {1: " (grayscale)", 2: " (grayscale with alpha)"}.get(bands, "")
             raise DatasetError(
-                f"image has {bands} band(s){kind} but the model was trained on {expected}-band images, which its "
-                f"dataset does not convert to; convert the file to {expected} bands"
+                f"image has {bands} band(s){kind} but the model was trained on {expected}-band images (its dataset "
+                f"converts no other band count); convert the file to {expected} bands"
             )
         if len(self.mean) not in (1, bands):
             raise DatasetError(
