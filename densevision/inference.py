@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from densevision.backends import CHECK_SIZE, onnx_cache_file, prepare_forward
 from densevision.data.checks import DatasetError
+from densevision.data.detection import _rgb as detection_rgb
 from densevision.data.io import list_files, read_image
 from densevision.engine.checkpoint import load_model_weights
 from densevision.formats import input_suffixes
@@ -135,9 +136,9 @@ def dataset_prediction_options(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return dict(options(dataset)) if callable(options) else {}
 
 
-def metainfo(cfg: Mapping[str, Any], checkpoint_meta: Mapping[str, Any], name: str) -> Sequence | None:
-    """A dataset metainfo entry (``classes``, ``palette``) as the checkpoint stored it (older checkpoints: the
-    config's dataset)."""
+def metainfo(cfg: Mapping[str, Any], checkpoint_meta: Mapping[str, Any], name: str) -> Any:
+    """A dataset metainfo entry (``classes``, ``palette``, ``image_format``) as the checkpoint stored it (older
+    checkpoints: the config's dataset, where its class defines the entry)."""
     stored = checkpoint_meta.get("dataset_meta") or {}
     if stored.get(name) is not None:
         return stored[name]
@@ -203,11 +204,28 @@ def as_pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
     return pair
 
 
+def _depth(dtype: np.dtype) -> str:
+    """A dtype as users name it: ``16-bit (uint16, max 65535)``, ``float32``."""
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return f"{info.bits}-bit ({dtype}, max {info.max})"
+    return str(dtype)
+
+
 class Predictor(ABC):
-    """A task model in eval mode on a device, and images normalised as the training pipeline's ``Normalize`` did.
+    """A task model in eval mode on a device, and images prepared as training prepared its images.
 
     ``mean``/``std`` follow ``albumentations.Normalize``: ``(image - mean * max_pixel_value) / (std *
     max_pixel_value)``, one value per band (or one for all bands). ``classes`` default to the class indices as names.
+
+    ``image_format`` is what the training images were (``metainfo['image_format']``: ``dtype``, ``max_value``,
+    ``channels``, ``to_rgb``), so other files give the answer the same picture gives in the training format:
+    ``to_tensor`` repeats a grey image to RGB and drops alpha where training did (``to_rgb``), scales an unsigned
+    integer image of another bit depth to the training one (a 16-bit image for a model trained on 8-bit ones:
+    ``× 255 / 65535``), and refuses (``DatasetError``) another channel count, and a float image for a model trained on
+    integers or the reverse (its value range is not known, so no scale is meaningful). Without ``image_format``
+    (checkpoints written before it, datasets that do not record it), images go as read, except that an integer image
+    deeper than 8 bits is refused when ``Normalize`` scales by ``max_pixel_value=255`` (the model saw 8-bit images).
 
     Each task's predictor owns its results: ``predict(image)`` returns them, ``write`` saves one image's files and
     ``finish`` the files that cover every image (a CSV, a results JSON); ``add_arguments``/``options_from_args`` are
@@ -227,6 +245,7 @@ class Predictor(ABC):
         num_classes: int,
         classes: Sequence[str] | None = None,
         max_pixel_value: float = 255.0,
+        image_format: Mapping[str, Any] | None = None,
         device: str | torch.device = "cpu",
         backend: str = "torch",
         precision: str = "fp32",
@@ -246,6 +265,12 @@ class Predictor(ABC):
             raise ConfigError(f"std must not be zero, got std={std}")
         self.mean = torch.as_tensor(mean_values, dtype=torch.float32, device=self.device)[:, None, None]
         self.std = torch.as_tensor(std_values, dtype=torch.float32, device=self.device)[:, None, None]
+        self.max_pixel_value = float(max_pixel_value)
+        if image_format is not None and not (
+            isinstance(image_format, Mapping) and {"dtype", "max_value", "channels", "to_rgb"} <= set(image_format)
+        ):
+            raise ConfigError(f"image_format needs dtype, max_value, channels and to_rgb, got {image_format!r}")
+        self.image_format = dict(image_format) if image_format is not None else None
         self.forward, self.backend = prepare_forward(
             self.model,
             device=self.device,
@@ -263,20 +288,63 @@ class Predictor(ABC):
         return CHECK_SIZE
 
     def to_tensor(self, image: np.ndarray) -> Tensor:
-        """An H×W (one band) or H×W×C image as a normalised C×H×W float32 tensor on the predictor's device."""
+        """An H×W (one band) or H×W×C image as a normalised C×H×W float32 tensor on the predictor's device, its bands
+        and bit depth made those of the training images (``image_format``)."""
         array = np.asarray(image)
         if array.ndim == 2:
             array = array[..., None]
         if array.ndim != 3 or min(array.shape) == 0:
             raise DatasetError(f"expected an H×W or H×W×C image, got an array of shape {array.shape}")
+        array = self._bands_as_trained(array)
+        trained_max, image_max = self._depth_as_trained(array.dtype)
+        tensor = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32)).to(self.device)
+        if trained_max != image_max:
+            tensor = tensor.mul_(trained_max).div_(image_max)  # exact for 16 to 8 bits: 65535 = 255 × 257
+        return (tensor - self.mean) / self.std
+
+    def _bands_as_trained(self, array: np.ndarray) -> np.ndarray:
+        """Grey repeated to RGB and alpha dropped where the training data did so (detection), as its dataset does;
+        another band count than the model's refused."""
         bands = array.shape[2]
+        trained = self.image_format
+        if trained is not None and trained["to_rgb"] and bands in (1, 4):
+            array = detection_rgb(array, Path())
+            bands = 3
+        expected = trained["channels"] if trained is not None else None
+        if expected is not None and bands != expected:
+            kind = {1: " (grayscale)", 2: " (grayscale with alpha)"}.get(bands, "")
+            raise DatasetError(
+                f"image has {bands} band(s){kind} but the model was trained on {expected}-band images (its dataset "
+                f"converts no other band count); convert the file to {expected} bands"
+            )
         if len(self.mean) not in (1, bands):
             raise DatasetError(
                 f"image has {bands} band(s) but the normalisation has {len(self.mean)} mean/std values "
                 "(one per band expected)"
             )
-        tensor = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32))
-        return (tensor.to(self.device) - self.mean) / self.std
+        return array
+
+    def _depth_as_trained(self, dtype: np.dtype) -> tuple[float, float]:
+        """(training scale, this image's scale): the image's values are multiplied by their ratio, so that an image of
+        another unsigned bit depth is seen at the training depth; equal when nothing is to be scaled."""
+        trained = self.image_format
+        if trained is None:
+            if self.max_pixel_value == 255 and np.issubdtype(dtype, np.integer) and np.iinfo(dtype).max > 255:
+                raise DatasetError(
+                    f"image is {_depth(dtype)} but the model's Normalize scales by max_pixel_value=255 (it saw 8-bit "
+                    "images) and its checkpoint does not record the bit depth it was trained on; convert the file "
+                    "to 8 bits"
+                )
+            return 1.0, 1.0
+        trained_dtype = np.dtype(trained["dtype"])
+        if dtype == trained_dtype:
+            return 1.0, 1.0
+        if np.issubdtype(dtype, np.unsignedinteger) and np.issubdtype(trained_dtype, np.unsignedinteger):
+            return float(trained["max_value"]), float(np.iinfo(dtype).max)
+        raise DatasetError(
+            f"image is {_depth(dtype)} but the model was trained on {_depth(trained_dtype)} images; no scale "
+            f"between them is meaningful, convert the file to {trained_dtype}"
+        )
 
     @abstractmethod
     def predict(self, image: np.ndarray) -> dict[str, Any]:
@@ -339,6 +407,7 @@ class Predictor(ABC):
             **_normalisation_from_config(cfg),
             "num_classes": _num_classes(task, classes, _where(cfg)),
             "classes": classes,
+            "image_format": metainfo(cfg, meta, "image_format"),
         }
 
 
@@ -467,9 +536,10 @@ def infer_files(
 ) -> InferenceReport:
     """Predict every readable image in ``paths`` and let the predictor write its results under ``out_dir``.
 
-    An image that cannot be read is skipped and listed in the report (a batch of thousands is not lost to one bad
-    file); the predictor's ``finish`` runs however the loop ends. ``progress`` wraps the path iterator (``tqdm``), so
-    the caller decides what is shown.
+    An image that cannot be read or predicted (a ``DatasetError``: a corrupt file, a band count or bit depth that the
+    model's training images did not have) is skipped and listed in the report with the reason (a batch of thousands
+    is not lost to one bad file); the predictor's ``finish`` runs however the loop ends. ``progress`` wraps the path
+    iterator (``tqdm``), so the caller decides what is shown.
     """
     paths = [Path(p) for p in paths]
     stems: dict[str, Path] = {}
@@ -487,11 +557,12 @@ def infer_files(
                 files = predictor.predict_file(path, out)
                 if files is None:
                     image = read_image(path)
+                    prediction = predictor.predict(image)
             except DatasetError as err:
                 report.failed.append((path, str(err)))
                 continue
             if files is None:
-                files = predictor.write(path, image, predictor.predict(image), out)
+                files = predictor.write(path, image, prediction, out)
             report.written += files
     finally:
         report.written += predictor.finish(out)

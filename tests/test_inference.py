@@ -526,3 +526,115 @@ def test_a_device_the_machine_lacks_is_a_config_error(monkeypatch, segmentation_
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match="device 'cuda' was asked for but CUDA is not available"):
         Predictor.from_config(cfg, checkpoint, device="cuda")
+
+
+# Images of another bit depth or band count than the training images (checkpoint's image_format).
+
+RGB8 = {"dtype": "uint8", "max_value": 255, "channels": 3, "to_rgb": False}
+
+
+def _save_as_8_and_16_bit(folder: Path) -> tuple[Path, Path]:
+    """The same picture as an 8-bit PNG and as a 16-bit TIFF (×257: 255 becomes 65535)."""
+    import tifffile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    image = _image(24, 20, seed=3)
+    Image.fromarray(image).save(folder / "eight.png")
+    tifffile.imwrite(folder / "sixteen.tif", image.astype(np.uint16) * 257)
+    return folder / "eight.png", folder / "sixteen.tif"
+
+
+def test_a_16_bit_image_gives_the_prediction_of_the_same_8_bit_image(tmp_path):
+    eight, sixteen = _save_as_8_and_16_bit(tmp_path / "in")
+    predictor = _segmenter(image_format=RGB8)
+    report = infer_files(predictor, [eight, sixteen], tmp_path / "out")
+    assert not report.failed
+    masks = [np.asarray(Image.open(tmp_path / "out" / f"{name}_mask.png")) for name in ("eight", "sixteen")]
+    np.testing.assert_array_equal(masks[0], masks[1])
+    image = np.asarray(Image.open(eight))
+    torch.testing.assert_close(predictor.to_tensor(image.astype(np.uint16) * 257), predictor.to_tensor(image))
+
+
+def test_an_8_bit_image_is_scaled_up_for_a_model_trained_on_16_bit_images():
+    image = _image(8, 8)
+    predictor = _segmenter(image_format={**RGB8, "dtype": "uint16", "max_value": 65535}, max_pixel_value=65535)
+    torch.testing.assert_close(predictor.to_tensor(image), predictor.to_tensor(image.astype(np.uint16) * 257))
+
+
+@pytest.mark.parametrize(
+    ("image_format", "max_pixel_value", "dtype", "message"),
+    [
+        (RGB8, 255, np.float32, "float32 but the model was trained on 8-bit \\(uint8, max 255\\) images"),
+        ({**RGB8, "dtype": "float32", "max_value": None}, 1.0, np.uint8, "8-bit .* trained on float32 images"),
+        (RGB8, 255, np.int16, "16-bit \\(int16, max 32767\\) but the model was trained on 8-bit"),
+        (None, 255, np.uint16, "16-bit .*max_pixel_value=255 .*does not record the bit depth"),
+    ],
+)
+def test_a_bit_depth_that_cannot_be_scaled_is_refused_naming_both(image_format, max_pixel_value, dtype, message):
+    predictor = _segmenter(image_format=image_format, max_pixel_value=max_pixel_value)
+    with pytest.raises(DatasetError, match=message):
+        predictor.predict(_image(8, 8).astype(dtype))
+
+
+def test_without_a_recorded_format_images_go_as_read_when_the_scale_fits():
+    predictor = _segmenter(max_pixel_value=65535)
+    image = _image(8, 8).astype(np.uint16) * 200
+    expected = (torch.from_numpy(image.transpose(2, 0, 1).astype(np.float32)) - predictor.mean) / predictor.std
+    torch.testing.assert_close(predictor.to_tensor(image), expected)
+
+
+def test_an_image_format_without_its_keys_is_a_config_error():
+    with pytest.raises(ConfigError, match="image_format needs dtype"):
+        _segmenter(image_format={"dtype": "uint8"})
+
+
+def _mixed_folder(folder: Path) -> dict[str, Path]:
+    """Two RGB images, a grey one, an RGBA one and a corrupt file."""
+    paths = dict(zip(("rgb0", "rgb1"), _write_images(folder, [(20, 24), (18, 16)])))
+    for name, mode in (("grey", "L"), ("rgba", "RGBA")):
+        paths[name] = folder / f"{name}.png"
+        Image.fromarray(_image(16, 20, seed=7)).convert(mode).save(paths[name])
+    paths["corrupt"] = folder / "corrupt.png"
+    paths["corrupt"].write_bytes(b"\x89PNG truncated")
+    return paths
+
+
+@pytest.mark.parametrize("task", ["segmentation", "classification"])
+def test_grey_and_rgba_images_are_listed_with_the_reason_and_the_others_predicted(tmp_path, task):
+    paths = _mixed_folder(tmp_path / "in")
+    if task == "segmentation":
+        predictor = _segmenter(image_format=RGB8)
+    else:
+        predictor = ClassificationPredictor(TinyClassifier(), mean=MEAN, std=STD, num_classes=5, image_format=RGB8)
+    report = infer_files(predictor, sorted(paths.values()), tmp_path / "out")
+    failed = dict(report.failed)
+    assert sorted(failed) == sorted([paths["corrupt"], paths["grey"], paths["rgba"]])
+    assert "1 band(s) (grayscale) but the model was trained on 3-band images" in failed[paths["grey"]]
+    assert "4 band(s)" in failed[paths["rgba"]] and "corrupt.png" in failed[paths["corrupt"]]
+    if task == "segmentation":
+        assert sorted(p.name for p in (tmp_path / "out").glob("*_mask.png")) == ["img0_mask.png", "img1_mask.png"]
+    else:
+        rows = list(csv.DictReader(open(tmp_path / "out" / "predictions.csv")))
+        assert [row["image"] for row in rows] == [str(paths["rgb0"]), str(paths["rgb1"])]
+
+
+def test_infer_tool_predicts_8_and_16_bit_alike_and_lists_the_images_it_cannot_predict(tool, tmp_path, capsys):
+    from densevision.config import Config
+
+    dataset = dict(type="MaskFolderDataset", img_dir="unused", mask_dir="unused", classes=["a", "b", "c"],
+                   pipeline=PIPELINE)  # fmt: skip
+    cfg = Config.fromfile(_config_file(tmp_path, dict(type="Segmentor", model=TINY_TIRAMISU), dataset))
+    checkpoint = tmp_path / "model.pth"
+    meta = {"epoch": 1, "dataset_meta": {"classes": ["a", "b", "c"], "image_format": RGB8}}
+    save_checkpoint({"state_dict": Segmentor(model=TINY_TIRAMISU).state_dict(), "meta": meta}, checkpoint)
+    paths = _mixed_folder(tmp_path / "in")
+    _save_as_8_and_16_bit(tmp_path / "in")
+    out = tmp_path / "out"
+    args = [cfg.filename, str(checkpoint), str(tmp_path / "in"), "--out", str(out), "--device", "cpu"]
+    assert tool.main([*args, "--backend", "torch"]) == 1
+    captured = capsys.readouterr()
+    assert "4 image(s)" in captured.out and "3 of 7 image(s) could not be predicted" in captured.err
+    for name in ("grey", "rgba", "corrupt"):
+        assert f"failed: {paths[name]}: " in captured.err
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "eight_mask.png")),
+                                  np.asarray(Image.open(out / "sixteen_mask.png")))  # fmt: skip

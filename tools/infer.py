@@ -14,7 +14,10 @@ PyTorch first), else PyTorch in channels_last on CPU; a detector's network and b
 NMS runs in PyTorch. ``--precision bf16`` (CPUs with native bf16, CUDA) and ``--compile`` (torch.compile) choose
 PyTorch. The log says which path runs.
 
-Unreadable images are skipped and listed at the end; the exit status is then 1.
+Images are prepared as the training images were (the checkpoint's ``image_format``): another unsigned bit depth is
+scaled to the training one (16-bit for a model trained on 8-bit images: ÷257), detection makes grey and RGBA images
+RGB as its datasets do. Images that cannot be read or predicted (another band count, a bit depth that cannot be scaled)
+are skipped and listed at the end with the reason; the exit status is then 1.
 """
 
 from __future__ import annotations
@@ -102,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     for path, reason in report.failed:
         print(f"failed: {path}: {' '.join(reason.split())}", file=sys.stderr)
     if report.failed:
-        print(f"error: {len(report.failed)} of {len(paths)} image(s) could not be read", file=sys.stderr)
+        print(f"error: {len(report.failed)} of {len(paths)} image(s) could not be predicted", file=sys.stderr)
         return 1
     return 0
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from densevision.evaluation.detection import CocoMetric
-from densevision.tasks.detection.results import coco_results, image_id_of
+from densevision.tasks.detection.results import CocoResultsStream, coco_results, image_id_of
 
 BOXES = np.array([[1.25, 2.5, 10.123456, 20.987654], [0.0, 0.0, 3.0, 4.0]], np.float32)
 SCORES = np.array([0.87654321, 0.1], np.float32)
@@ -34,3 +34,17 @@ def test_the_metrics_results_file_is_written_by_the_same_writer(tmp_path):
     metric.compute()
     written = json.loads((tmp_path / "results.json").read_text())
     assert written == json.loads(json.dumps(coco_results(5, BOXES, SCORES, LABELS, [1, 2])))
+
+
+def test_the_stream_is_valid_json_after_every_image_and_equals_one_dump(tmp_path):
+    images = [coco_results(i, BOXES, SCORES, LABELS, [1, 2], file_name=f"{i}.png") for i in range(3)]
+    stream = CocoResultsStream(tmp_path / "out" / "results.json")
+    assert json.loads(stream.path.read_text()) == []
+    for done, entries in enumerate(images, start=1):
+        stream.add(entries)
+        stream.add([])  # an image without detections adds nothing
+        assert json.loads(stream.path.read_text()) == [entry for image in images[:done] for entry in image]
+    stream.close()
+    assert stream.path.read_text() == json.dumps([entry for image in images for entry in image])
+    with pytest.raises(ValueError, match="closed"):
+        stream.add(images[0])

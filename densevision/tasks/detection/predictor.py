@@ -17,7 +17,7 @@ from densevision.data.base import default_palette
 from densevision.inference import Predictor, metainfo
 from densevision.registry import PREDICTORS, ConfigError
 from densevision.tasks.detection.drawing import DRAW_THRESHOLD, draw_detections
-from densevision.tasks.detection.results import coco_results, image_id_of, write_coco_results
+from densevision.tasks.detection.results import CocoResultsStream, coco_results, image_id_of
 
 __all__ = ["DetectionPredictor", "DETECTION_RESULTS"]
 
@@ -31,8 +31,9 @@ class DetectionPredictor(Predictor):
     The image is resized to the detector's input size as the test pipeline's ``Resize`` does (albumentations, before
     normalising); the decoded network runs on the predictor's backend (``Detector.export_forward``: torch or
     onnxruntime) and the task's ``detections`` runs NMS in torch with its post-processing settings. ``write`` draws the
-    boxes scoring at least ``draw_threshold`` with class names and scores; ``finish`` writes every detection (all
-    scores: mAP needs the low ones) as a COCO results JSON with the dataset's category ids.
+    boxes scoring at least ``draw_threshold`` with class names and scores, and adds every detection (all scores: mAP
+    needs the low ones) to ``results.json`` (COCO results, the dataset's category ids) as it comes: the file is valid
+    JSON after each image and no image's detections stay in memory; ``finish`` closes it.
     """
 
     def __init__(
@@ -70,7 +71,7 @@ class DetectionPredictor(Predictor):
         if not 0 <= draw_threshold <= 1:
             raise ConfigError(f"draw threshold must be in [0, 1], got {draw_threshold}")
         self.draw_threshold = float(draw_threshold)
-        self._results: list[dict[str, Any]] = []
+        self._results_file: CocoResultsStream | None = None
 
     @classmethod
     def _config_arguments(cls, cfg: Mapping[str, Any], task: nn.Module, meta: Mapping[str, Any]) -> dict[str, Any]:
@@ -101,14 +102,18 @@ class DetectionPredictor(Predictor):
 
     def write(self, path: Path, image: np.ndarray, prediction: Mapping[str, Any], out_dir: Path) -> list[Path]:
         """``<stem>_boxes.png``: the image with the boxes scoring at least ``draw_threshold``, class name and score on
-        each (``draw_detections``); the detections are kept for ``results.json``."""
-        self._results += coco_results(
-            image_id_of(path),
-            prediction["boxes"],
-            prediction["scores"],
-            prediction["labels"],
-            self.category_ids,
-            file_name=str(path),
+        each (``draw_detections``); the detections are added to ``results.json``."""
+        if self._results_file is None:
+            self._results_file = CocoResultsStream(out_dir / DETECTION_RESULTS)
+        self._results_file.add(
+            coco_results(
+                image_id_of(path),
+                prediction["boxes"],
+                prediction["scores"],
+                prediction["labels"],
+                self.category_ids,
+                file_name=str(path),
+            )
         )
         drawn = draw_detections(
             image,
@@ -124,7 +129,10 @@ class DetectionPredictor(Predictor):
         return [out]
 
     def finish(self, out_dir: Path) -> list[Path]:
-        """``results.json``: every detection as ``{image_id, category_id, bbox: [x, y, w, h], score, file_name}``."""
-        out = write_coco_results(out_dir / DETECTION_RESULTS, self._results)
-        self._results = []
+        """``results.json``: every detection as ``{image_id, category_id, bbox: [x, y, w, h], score, file_name}``
+        (an empty list when no image was predicted)."""
+        if self._results_file is None:
+            self._results_file = CocoResultsStream(out_dir / DETECTION_RESULTS)
+        out = self._results_file.close()
+        self._results_file = None
         return [out]

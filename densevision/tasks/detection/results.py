@@ -3,6 +3,8 @@
 Entries are ``{image_id, category_id, bbox: [x, y, w, h], score}`` in the image's pixels, values as predicted (no
 rounding: the file CocoMetric writes is the one it scores, and pycocotools reads full floats). The image id is the
 caller's: a dataset's own id in evaluation; for files on disk, the number a COCO file name carries, else its stem.
+``CocoResultsStream`` writes the file image by image (tools/infer.py: memory does not grow with the images, and the
+file is valid JSON after every image, so a run that stops midway leaves the images it finished).
 """
 
 from __future__ import annotations
@@ -11,11 +13,11 @@ import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
-__all__ = ["coco_results", "image_id_of", "write_coco_results"]
+__all__ = ["coco_results", "image_id_of", "write_coco_results", "CocoResultsStream"]
 
 
 def image_id_of(path: str | os.PathLike) -> int | str:
@@ -49,9 +51,43 @@ def coco_results(
     return entries
 
 
+class CocoResultsStream:
+    """A COCO results JSON list at ``path`` (its folder created), written as entries come: the file always ends in
+    ``]`` (each ``add`` writes over it and closes the list again), so it is valid JSON after every ``add`` and no entry
+    stays in memory. The bytes are those of ``json.dumps`` of the whole list."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file: BinaryIO | None = open(self.path, "wb")
+        self._file.write(b"[]")
+        self._file.flush()
+        self._empty = True
+
+    def add(self, entries: Iterable[Mapping[str, Any]]) -> None:
+        """Append ``entries`` (one image's detections) and flush, the list closed again."""
+        if self._file is None:
+            raise ValueError(f"{self.path} is already closed")
+        text = ", ".join(json.dumps(entry) for entry in entries)
+        if not text:
+            return
+        self._file.seek(-1, os.SEEK_END)  # over the closing "]"
+        self._file.write(("" if self._empty else ", ").encode() + text.encode() + b"]")
+        self._file.flush()
+        self._empty = False
+
+    def close(self) -> Path:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        return self.path
+
+
 def write_coco_results(path: str | os.PathLike, entries: Iterable[Mapping[str, Any]]) -> Path:
     """``entries`` as a COCO results JSON list at ``path`` (its folder created)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(list(entries)))
-    return path
+    stream = CocoResultsStream(path)
+    try:
+        stream.add(entries)
+    finally:
+        stream.close()
+    return stream.path
