@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from densevision.backends import CHECK_SIZE, onnx_cache_file, prepare_forward
 from densevision.data.checks import DatasetError
-from densevision.data.detection import _rgb as detection_rgb
+from densevision.data.detection import as_rgb
 from densevision.data.io import list_files, read_image
 from densevision.engine.checkpoint import load_model_weights
 from densevision.formats import input_suffixes
@@ -308,7 +308,7 @@ class Predictor(ABC):
         bands = array.shape[2]
         trained = self.image_format
         if trained is not None and trained["to_rgb"] and bands in (1, 4):
-            array = detection_rgb(array, Path())
+            array = as_rgb(array, Path())
             bands = 3
         expected = trained["channels"] if trained is not None else None
         if expected is not None and bands != expected:

@@ -118,7 +118,7 @@ def clip_boxes(annotation: DetectionAnnotation, height: int, width: int) -> tupl
     return record, report
 
 
-def _rgb(image: np.ndarray, path: Path) -> np.ndarray:
+def as_rgb(image: np.ndarray, path: Path) -> np.ndarray:
     """Detectors take RGB: grayscale images (COCO holds a few) are repeated to 3 channels, alpha is dropped."""
     channels = image.shape[2]
     if channels == 3:
@@ -223,7 +223,7 @@ class DetectionDataset(DenseDataset):
                 annotation.problems[0]
                 + (f" (and {more} more problem(s) in the annotation of this image)" if more else "")
             )
-        image = _rgb(read_image(path), path)
+        image = as_rgb(read_image(path), path)
         height, width = image.shape[:2]
         report = self._clipped.get(index, ClippedBoxes([], []))
         if annotation.size is None:
