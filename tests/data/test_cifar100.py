@@ -31,7 +31,10 @@ def fake_cifar100(tmp_path, monkeypatch):
             "data": rng.integers(0, 256, (count, 3072), dtype=np.uint8),
         }
         (folder / name).write_bytes(pickle.dumps(batches[name]))
-    meta = {"fine_label_names": [f"fine{i:02d}" for i in range(100)], "coarse_label_names": [f"c{i}" for i in range(20)]}
+    meta = {
+        "fine_label_names": [f"fine{i:02d}" for i in range(100)],
+        "coarse_label_names": [f"c{i}" for i in range(20)],
+    }
     (folder / "meta").write_bytes(pickle.dumps(meta))
     return tmp_path, batches
 
@@ -80,5 +83,7 @@ def test_bad_split_or_val_size_named(fake_cifar100, split, val_size, message):
 
 
 def test_missing_batches_named(tmp_path):
-    with pytest.raises(DatasetError, match=r"CIFAR-100 val batches not found: expected train, meta in .*cifar-100-python"):
+    with pytest.raises(
+        DatasetError, match=r"CIFAR-100 val batches not found: expected train, meta in .*cifar-100-python"
+    ):
         CIFAR100Folder(tmp_path, "val")
