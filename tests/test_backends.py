@@ -186,7 +186,7 @@ def test_torch_runs_what_the_task_exports():
     forward, _ = prepare_forward(detector, device=CPU, backend="torch", channels_last=False)
     assert forward == detector.export_forward  # decoded boxes and class probabilities, as the ONNX graph
     segmentor = Segmentor(model=TINY_TIRAMISU)
-    assert prepare_forward(segmentor, device=CPU, backend="torch")[0] is segmentor
+    assert prepare_forward(segmentor, device=CPU, backend="torch")[0] == segmentor.export_forward  # its forward
 
 
 def test_detection_predicts_through_onnxruntime_like_torch(detection_run):
@@ -208,7 +208,8 @@ def test_torch_options_prepare_the_task_in_place(monkeypatch):
     monkeypatch.setattr(backends, "autocast_dtype", lambda *args, **kwargs: torch.bfloat16)
     task = Segmentor(model=TINY_TIRAMISU).eval()
     forward, description = prepare_forward(task, device=CPU, backend="torch", precision="bf16", compile=True)
-    assert forward is task and description == "torch, compiled, channels_last, bfloat16 autocast (outputs float32)"
+    assert forward == task.export_forward
+    assert description == "torch, compiled, channels_last, bfloat16 autocast (outputs float32)"
     assert task.model._compiled_call_impl is not None  # compiled lazily, at the first call
     convolution = next(m for m in task.modules() if isinstance(m, nn.Conv2d))
     assert convolution.weight.is_contiguous(memory_format=torch.channels_last)

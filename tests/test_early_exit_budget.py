@@ -13,6 +13,7 @@ from densevision.early_exit.budget import (
     calibrate_thresholds,
     collect_exit_scores,
     evaluate_thresholds,
+    exit_outcomes,
     geometric_exit_proportions,
 )
 from densevision.early_exit.task import EarlyExitClassifier
@@ -72,14 +73,15 @@ def test_an_exit_with_no_share_lets_everyone_through():
 
 
 def test_evaluation_with_thresholds_counts_accuracy_and_mean_flops():
-    scores = scores_from(CONFIDENCES, PREDICTIONS)
+    confidences, correct = exit_outcomes(scores_from(CONFIDENCES, PREDICTIONS), LABELS)
+    torch.testing.assert_close(confidences, torch.tensor(CONFIDENCES, dtype=torch.float64))
     thresholds = torch.tensor([0.9, 0.6, -math.inf], dtype=torch.float64)
-    result = evaluate_thresholds(scores, LABELS, thresholds, [10, 30, 60])
+    result = evaluate_thresholds(confidences, correct, thresholds, [10, 30, 60])
     # exits [0, 2, 1, 1]: predictions 1 (right), 5 (right), 3 (right), 4 (right)
     assert result.accuracy == 1.0
     assert result.exit_fractions == [0.25, 0.5, 0.25]
     assert result.mean_flops == pytest.approx(0.25 * 10 + 0.5 * 30 + 0.25 * 60)
-    assert anytime_accuracy(scores, LABELS) == [0.25, 0.75, 0.75]
+    assert anytime_accuracy(correct) == [0.25, 0.75, 0.75]
 
 
 def test_a_sweep_calibrates_on_validation_and_applies_to_test():
@@ -89,12 +91,13 @@ def test_a_sweep_calibrates_on_validation_and_applies_to_test():
     val_labels = torch.randint(NUM_CLASSES, (200,), generator=generator)
     test_labels = torch.randint(NUM_CLASSES, (300,), generator=generator)
     flops = [1.0, 2.0, 4.0]
-    points = budget_sweep(val, val_labels, test, test_labels, flops)
+    val, test = exit_outcomes(val, val_labels), exit_outcomes(test, test_labels)
+    points = budget_sweep(val, test, flops)
     assert [p.q for p in points] == list(AUTHORS_QS) and len(points) == 39
     for point in points:
         targets = [math.floor(200 * p) / 200 for p in point.target_proportions[:-1]]
         assert point.val.exit_fractions[:-1] == pytest.approx(targets)
-        expected = evaluate_thresholds(test, test_labels, torch.tensor(point.thresholds), flops)
+        expected = evaluate_thresholds(*test, torch.tensor(point.thresholds), flops)
         assert point.test == expected
     mean_flops = [p.test.mean_flops for p in points]
     assert mean_flops[0] < 1.5 and mean_flops[-1] > 2.5  # small q: mostly the first exit; large q: mostly the last
@@ -104,8 +107,13 @@ def test_a_sweep_calibrates_on_validation_and_applies_to_test():
     ("call", "message"),
     [
         (lambda: calibrate_thresholds(torch.rand(3, 4), [0.5, 0.5]), "2 proportions for 3 exits"),
-        (lambda: evaluate_thresholds(torch.rand(2, 4, 3), torch.zeros(4), torch.zeros(2), [1.0]), "1 FLOP figures"),
-        (lambda: anytime_accuracy(torch.rand(4, 3), torch.zeros(4)), "exits × samples × classes"),
+        (
+            lambda: evaluate_thresholds(torch.rand(2, 4), torch.ones(2, 4, dtype=torch.bool), torch.zeros(2), [1.0]),
+            "1 FLOP figures",
+        ),  # fmt: skip
+        (lambda: evaluate_thresholds(torch.rand(2, 4), torch.ones(2, 3), torch.zeros(2), [1.0, 2.0]), "both be exits"),
+        (lambda: exit_outcomes(torch.rand(4, 3), torch.zeros(4)), "exits × samples × classes"),
+        (lambda: anytime_accuracy(torch.ones(4, dtype=torch.bool)), "hits must be exits × samples"),
         (lambda: geometric_exit_proportions(0.0, 3), "q must be > 0"),
     ],
 )

@@ -1,7 +1,9 @@
 """Evaluate a checkpoint on the test split: ``python tools/test.py CONFIG CHECKPOINT [--out metrics.json]``.
 
 Prints the metric's summary table and writes the metrics as JSON (default: WORK_DIR/test_metrics.json); the table
-comes first, so a JSON file that cannot be written (one error line, exit status 1) loses no result.
+comes first, so a JSON file that cannot be written (one error line, exit status 1) loses no result. An evaluator that
+declares a report writes it beside the JSON (EarlyExitAccuracy: each exit's accuracy and FLOPs and the budget sweep
+calibrated on val, in early_exit.json, early_exit.png and exit_thresholds.json).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Classification data: one sub-folder per class (ImageNet layout), or CIFAR-10's python batches read by torchvision."""
+"""Classification data: one sub-folder per class (ImageNet layout), or CIFAR-10's and CIFAR-100's python batches
+read by torchvision."""
 
 from __future__ import annotations
 
@@ -16,10 +17,10 @@ from densevision.data.io import IMAGE_EXTENSIONS, list_files, read_image
 from densevision.data.transforms import apply_pipeline, resolve_pipeline
 from densevision.registry import DATASETS
 
-__all__ = ["ImageFolderDataset", "CIFAR10Folder"]
+__all__ = ["ImageFolderDataset", "CIFAR10Folder", "CIFAR100Folder"]
 
 Pipeline = Sequence[Mapping[str, Any]] | Callable[..., dict] | None
-# CIFAR-10's batches hold 8-bit RGB (what ``image_format`` records for an image file).
+# CIFAR's batches hold 8-bit RGB (what ``image_format`` records for an image file).
 _CIFAR_FORMAT = {"dtype": "uint8", "max_value": 255, "channels": 3, "to_rgb": False}
 
 
@@ -102,34 +103,36 @@ class ImageFolderDataset(DenseDataset):
         return checker.summary(len(self.samples), self.classes, counts, unit="images", skipped=list(self.skipped_files))
 
 
-_CIFAR_FOLDER = "cifar-10-batches-py"
-_CIFAR_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+class _CIFARBatches(DenseDataset):
+    """A CIFAR dataset from the python batches already on disk (``root/<folder>/``), read and md5-checked by
+    torchvision; never downloads. Subclasses name the torchvision class, the folder and the files of each split."""
 
+    _name: str
+    _folder: str
+    _files: Mapping[str, Sequence[str]]  # split -> batch files (the class-names file included)
+    _archive: str
+    _torchvision_class: str  # its reader in torchvision.datasets
 
-@DATASETS.register_module()
-class CIFAR10Folder(DenseDataset):
-    """CIFAR-10 from the python batches already on disk (``root/cifar-10-batches-py/``); never downloads."""
-
-    def __init__(self, root: str | Path, split: str = "train", pipeline: Pipeline = None) -> None:
-        from torchvision.datasets import CIFAR10
-
-        if split not in _CIFAR_FILES:
-            raise ValueError(f"unknown CIFAR-10 split {split!r}; expected 'train' or 'test'")
-        folder = Path(root) / _CIFAR_FOLDER
-        needed = [*_CIFAR_FILES[split], "batches.meta"]
+    def __init__(self, root: str | Path, split: str, pipeline: Pipeline, *, train: bool) -> None:
+        folder = Path(root) / self._folder
+        needed = list(self._files[split])
         missing = [name for name in needed if not (folder / name).is_file()]
         if missing:
             raise DatasetError(
-                f"CIFAR-10 {split} batches not found: expected {', '.join(needed)} in {folder} "
-                f"(missing {', '.join(missing)}); unpack cifar-10-python.tar.gz into {Path(root)}"
+                f"{self._name} {split} batches not found: expected {', '.join(needed)} in {folder} "
+                f"(missing {', '.join(missing)}); unpack {self._archive} into {Path(root)}"
             )
+        import torchvision.datasets
+
+        reader = getattr(torchvision.datasets, self._torchvision_class)
         try:
-            self._cifar = CIFAR10(str(root), train=split == "train", download=False)
+            self._cifar = reader(str(root), train=train, download=False)
         except RuntimeError as err:  # torchvision's md5 check
-            raise DatasetError(f"CIFAR-10 batches in {folder} failed torchvision's check: {err}") from err
+            raise DatasetError(f"{self._name} batches in {folder} failed torchvision's check: {err}") from err
         self.root = Path(root)
         self.split = split
         self.classes = tuple(self._cifar.classes)
+        self.indices = np.arange(len(self._cifar.data))
         self.pipeline = resolve_pipeline(pipeline, task="classification")
 
     @property
@@ -142,17 +145,80 @@ class CIFAR10Folder(DenseDataset):
         return {"classes": self.classes, "image_format": _CIFAR_FORMAT}
 
     def __len__(self) -> int:
-        return len(self._cifar.data)
+        return len(self.indices)
+
+    def _path(self, index: int) -> str:
+        return f"{self.root / self._folder}[{self.split}:{index}]"
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        image = self._cifar.data[index]
-        meta = {"path": f"{self.root / _CIFAR_FOLDER}[{self.split}:{index}]", "ori_shape": tuple(image.shape[:2])}
-        return _classification_sample(image, int(self._cifar.targets[index]), self.pipeline, meta)
+        source = int(self.indices[index])
+        image = self._cifar.data[source]
+        meta = {"path": self._path(source), "ori_shape": tuple(image.shape[:2])}
+        return _classification_sample(image, int(self._cifar.targets[source]), self.pipeline, meta)
 
     def check(self, *, on_problem: ProblemHandler | None = None, channels: int | None = None) -> DatasetSummary:
         """Count images per class (the batches were read and verified on construction); every image is 32×32 RGB,
         so the only problem is a model taking other than 3 ``channels``."""
         checker = FileChecker(pipeline=self.pipeline, channels=channels, on_problem=on_problem)
-        checker.image(Path(f"{self.root / _CIFAR_FOLDER}[{self.split}:0]"), self._cifar.data[0])
-        counts = np.bincount(np.asarray(self._cifar.targets), minlength=self.num_classes)
+        checker.image(Path(self._path(int(self.indices[0]))), self._cifar.data[self.indices[0]])
+        counts = np.bincount(np.asarray(self._cifar.targets)[self.indices], minlength=self.num_classes)
         return checker.summary(len(self), self.classes, counts, unit="images")
+
+
+@DATASETS.register_module()
+class CIFAR10Folder(_CIFARBatches):
+    """CIFAR-10 from the python batches already on disk (``root/cifar-10-batches-py/``); never downloads."""
+
+    _name = "CIFAR-10"
+    _folder = "cifar-10-batches-py"
+    _files = {
+        "train": [*(f"data_batch_{i}" for i in range(1, 6)), "batches.meta"],
+        "test": ["test_batch", "batches.meta"],
+    }
+    _archive = "cifar-10-python.tar.gz"
+    _torchvision_class = "CIFAR10"
+
+    def __init__(self, root: str | Path, split: str = "train", pipeline: Pipeline = None) -> None:
+        if split not in self._files:
+            raise ValueError(f"unknown CIFAR-10 split {split!r}; expected 'train' or 'test'")
+        super().__init__(root, split, pipeline, train=split == "train")
+
+
+@DATASETS.register_module()
+class CIFAR100Folder(_CIFARBatches):
+    """CIFAR-100 (the 100 fine labels) from the python batches already on disk (``root/cifar-100-python/``); never
+    downloads.
+
+    CIFAR-100 has no validation split; ``'val'`` holds out ``val_size`` training images, drawn by a permutation
+    seeded with ``split_seed`` (the authors of MSDNet hold out 5,000 to calibrate exit thresholds), and ``'train'``
+    is the rest; ``val_size=0`` trains on all 50,000.
+    """
+
+    _name = "CIFAR-100"
+    _folder = "cifar-100-python"
+    _files = {"train": ["train", "meta"], "val": ["train", "meta"], "test": ["test", "meta"]}
+    _archive = "cifar-100-python.tar.gz"
+    _torchvision_class = "CIFAR100"
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        pipeline: Pipeline = None,
+        *,
+        val_size: int = 5000,
+        split_seed: int = 0,
+    ) -> None:
+        if split not in self._files:
+            raise DatasetError(f"unknown CIFAR-100 split {split!r}; expected 'train', 'val' or 'test'")
+        super().__init__(root, split, pipeline, train=split != "test")
+        if split == "test":
+            return
+        num_train = len(self._cifar.data)
+        if not isinstance(val_size, int) or not 0 <= val_size < num_train or (split == "val" and val_size == 0):
+            raise DatasetError(
+                f"val_size must be an int in {int(split == 'val')}..{num_train - 1} (images held out of the "
+                f"{num_train} in {self.root / self._folder / 'train'}), got {val_size!r}"
+            )
+        order = torch.randperm(num_train, generator=torch.Generator().manual_seed(split_seed)).numpy()
+        self.indices = order[num_train - val_size :] if split == "val" else np.sort(order[: num_train - val_size])

@@ -7,6 +7,10 @@ quick-start configs exercise the same loaders as real data, in seconds and witho
     root/detection/images/<split>/00000.png        root/detection/annotations/instances_<split>.json
     root/classification/<split>/<class>/00000.png  (one shape per image)
 
+``generate_graded_shapes`` writes the classification layout again, one shape on a plain background per image, with a
+difficulty per image (smaller, fainter, noisier, partly occluded shapes) recorded in ``root/difficulty_<split>.json``:
+the data of the early-exit quick start.
+
 Generation is deterministic in ``seed`` (each split and task draws from its own stream) and atomic: files are written
 to a temporary folder that is renamed to ``root`` once complete, with the parameters in ``root/shapes.json``.
 """
@@ -34,9 +38,11 @@ __all__ = [
     "SEGMENTATION_CLASSES",
     "SHAPES_PALETTE",
     "generate_shapes",
+    "generate_graded_shapes",
     "ShapesSegmentation",
     "ShapesClassification",
     "ShapesDetection",
+    "GradedShapesClassification",
 ]
 
 SHAPE_CLASSES = ("triangle", "rectangle", "ellipse")
@@ -231,6 +237,66 @@ def generate_shapes(
     return generate_once(root, params, write, marker=MARKER, made_by="generate_shapes")
 
 
+def _graded_image(
+    size: int, class_index: int, difficulty: float, rng: np.random.Generator
+) -> np.ndarray:  # fmt: skip
+    """One shape on a plain grey background, harder to see in proportion to ``difficulty`` (0..1): its radius from
+    0.42 down to 0.16 of the image, its contrast from 100 down to 30 grey levels, up to two patches of background over
+    its edge, Gaussian noise up to σ = 30 levels. Plain backgrounds keep the easy end easy (the textured ones of the
+    other shapes data take a small network far longer to learn)."""
+    relative_radius = 0.42 - 0.26 * difficulty
+    _, centre, radius = _random_shape(size, rng, relative_radius, relative_radius)
+    background = rng.uniform(60, 195)
+    contrast = (100 - 70 * difficulty) * rng.choice([-1.0, 1.0])
+    mask = Image.new("L", (size, size), 0)
+    ImageDraw.Draw(mask).polygon(_polygon(SHAPE_CLASSES[class_index], centre, radius, rng), fill=1)
+    pixels = np.full((size, size, 3), background) + rng.normal(0, 8, 3)  # a slight tint
+    pixels[np.asarray(mask) > 0] += contrast
+    for _ in range(int(rng.binomial(2, difficulty))):
+        corner = np.clip(centre + rng.uniform(-1, 1, 2) * radius - 0.3 * radius, 0, size - 1).astype(int)
+        extent = np.maximum(1, rng.uniform(0.5, 0.9, 2) * radius).astype(int)
+        pixels[corner[1] : corner[1] + extent[1], corner[0] : corner[0] + extent[0]] = background
+    pixels += rng.normal(0, 4 + 26 * difficulty, pixels.shape)
+    return np.clip(pixels, 0, 255).round().astype(np.uint8)
+
+
+def _write_graded_classification(out: Path, split: str, count: int, size: int, rng: np.random.Generator) -> None:
+    """``count`` images of one shape each (image i shows class i mod 3) at a drawn difficulty d = u² (u uniform, so
+    most images are easy, as in real workloads), drawn by ``_graded_image``."""
+    difficulties = []
+    for name in SHAPE_CLASSES:
+        (out / "classification" / split / name).mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        class_index = index % len(SHAPE_CLASSES)
+        difficulty = float(rng.uniform()) ** 2
+        path = out / "classification" / split / SHAPE_CLASSES[class_index] / f"{index:05d}.png"
+        path.write_bytes(_png_bytes(_graded_image(size, class_index, difficulty, rng)))
+        difficulties.append({"file": str(path.relative_to(out)), "difficulty": round(difficulty, 4)})
+    (out / f"difficulty_{split}.json").write_text(json.dumps(difficulties))
+
+
+def generate_graded_shapes(
+    root: str | Path, *, num_train: int, num_val: int, num_test: int, image_size: int = 32, seed: int = 0
+) -> Path:
+    """Write the graded-difficulty classification shapes under ``root`` (see the module docstring), once, like
+    ``generate_shapes``. Returns ``root``."""
+    counts = {"train": num_train, "val": num_val, "test": num_test}
+    for split, count in counts.items():
+        if not isinstance(count, int) or count < 0:
+            raise ValueError(f"num_{split} must be a non-negative int, got {count!r}")
+    if not isinstance(image_size, int) or image_size < 16:
+        raise ValueError(f"image_size must be an int >= 16, got {image_size!r}")
+    params = {"version": 2, "graded": True, **{f"num_{s}": c for s, c in counts.items()}, "image_size": image_size,
+              "seed": seed}  # fmt: skip
+
+    def write(folder: Path) -> None:
+        for split_index, (split, count) in enumerate(counts.items()):
+            rng = np.random.default_rng([seed, split_index, 2])
+            _write_graded_classification(folder, split, count, image_size, rng)
+
+    return generate_once(Path(root), params, write, marker=MARKER, made_by="generate_graded_shapes")
+
+
 def _check_split(split: str) -> None:
     if split not in SPLITS:
         raise ValueError(f"unknown shapes split {split!r}; expected one of {SPLITS}")
@@ -327,3 +393,29 @@ class ShapesDetection(CocoDetection):
             pipeline=pipeline,
             palette=SHAPES_PALETTE[1:],
         )
+
+
+@DATASETS.register_module()
+class GradedShapesClassification(ImageFolderDataset):
+    """``generate_graded_shapes`` (if not done yet), then one split as an ``ImageFolderDataset`` (3 classes): shapes
+    from plain to hard to see, most of them easy, for early-exit classification."""
+
+    classes = SHAPE_CLASSES  # fixed by the generator; predictors read it from the class
+
+    def __init__(
+        self,
+        root: str | Path = "data/graded_shapes",
+        split: str = "train",
+        pipeline: Sequence[Mapping[str, Any]] | Callable[..., dict] | None = None,
+        *,
+        num_train: int = 3000,
+        num_val: int = 600,
+        num_test: int = 600,
+        image_size: int = 32,
+        seed: int = 0,
+    ) -> None:
+        _check_split(split)
+        root = generate_graded_shapes(
+            root, num_train=num_train, num_val=num_val, num_test=num_test, image_size=image_size, seed=seed
+        )
+        super().__init__(root / "classification" / split, pipeline=pipeline, classes=SHAPE_CLASSES)

@@ -7,7 +7,9 @@ distribution; q < 1 sends most samples out early, q > 1 late), by the authors' p
 validation sample still in the network there; the last exit takes everyone left. The same thresholds applied to the
 test scores give one (accuracy, mean FLOPs per image) point per q.
 
-Scores are softmax probabilities laid out exits × samples × classes; accuracies are fractions in [0, 1].
+Scores are softmax probabilities laid out exits × samples × classes; budgeted evaluation needs only each exit's
+confidence and top-1 hit per sample (``exit_outcomes``: exits × samples each, which is what EarlyExitAccuracy keeps);
+accuracies are fractions in [0, 1].
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ __all__ = [
     "calibrate_thresholds",
     "collect_exit_scores",
     "evaluate_thresholds",
+    "exit_outcomes",
     "geometric_exit_proportions",
 ]
 
@@ -126,54 +129,69 @@ def assign_exits(confidences: Tensor, thresholds: Tensor) -> Tensor:
     return passes.int().argmax(dim=0)
 
 
-def evaluate_thresholds(
-    scores: Tensor, labels: Tensor, thresholds: Tensor, exit_flops: Sequence[float]
-) -> ThresholdResult:
-    """Accuracy and mean FLOPs per image when every sample stops at its first confident exit."""
+def exit_outcomes(scores: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Every exit's confidence (its top score) and top-1 hit per sample, exits × samples each, from exits × samples ×
+    classes scores: all that budgeted evaluation needs to know of a sample."""
     _check_scores(scores, labels)
-    if len(exit_flops) != scores.shape[0]:
-        raise ValueError(f"{len(exit_flops)} FLOP figures for {scores.shape[0]} exits")
     confidences, predictions = scores.max(dim=2)
+    return confidences, predictions == labels[None]
+
+
+def _check_outcomes(confidences: Tensor, correct: Tensor) -> None:
+    if confidences.dim() != 2 or confidences.shape != correct.shape:
+        raise ValueError(
+            f"confidences and hits must both be exits × samples, got shapes {tuple(confidences.shape)} and "
+            f"{tuple(correct.shape)}"
+        )
+
+
+def evaluate_thresholds(
+    confidences: Tensor, correct: Tensor, thresholds: Tensor, exit_flops: Sequence[float]
+) -> ThresholdResult:
+    """Accuracy and mean FLOPs per image when every sample stops at its first confident exit (``confidences`` and
+    top-1 hits ``correct``: exits × samples)."""
+    _check_outcomes(confidences, correct)
+    if len(exit_flops) != confidences.shape[0]:
+        raise ValueError(f"{len(exit_flops)} FLOP figures for {confidences.shape[0]} exits")
     exits = assign_exits(confidences, thresholds)
-    samples = torch.arange(scores.shape[1])
-    correct = predictions[exits, samples] == labels
-    fractions = torch.bincount(exits, minlength=scores.shape[0]).double() / scores.shape[1]
+    hits = correct[exits, torch.arange(confidences.shape[1])]
+    fractions = torch.bincount(exits, minlength=confidences.shape[0]).double() / confidences.shape[1]
     mean_flops = float((fractions * torch.as_tensor(exit_flops, dtype=torch.float64)).sum())
-    return ThresholdResult(float(correct.double().mean()), mean_flops, fractions.tolist())
+    return ThresholdResult(float(hits.double().mean()), mean_flops, fractions.tolist())
 
 
-def anytime_accuracy(scores: Tensor, labels: Tensor) -> list[float]:
-    """Top-1 accuracy of each exit on its own (anytime prediction: the answer when time runs out after exit k)."""
-    _check_scores(scores, labels)
-    return (scores.argmax(dim=2) == labels[None]).double().mean(dim=1).tolist()
+def anytime_accuracy(correct: Tensor) -> list[float]:
+    """Top-1 accuracy of each exit on its own (anytime prediction: the answer when time runs out after exit k), from
+    the exits × samples top-1 hits."""
+    if correct.dim() != 2:
+        raise ValueError(f"hits must be exits × samples, got shape {tuple(correct.shape)}")
+    return correct.double().mean(dim=1).tolist()
 
 
 def budget_sweep(
-    val_scores: Tensor,
-    val_labels: Tensor,
-    test_scores: Tensor,
-    test_labels: Tensor,
+    val: tuple[Tensor, Tensor],
+    test: tuple[Tensor, Tensor],
     exit_flops: Sequence[float],
     *,
     qs: Sequence[float] = AUTHORS_QS,
 ) -> list[BudgetPoint]:
-    """One budget per q: thresholds calibrated on the validation scores, then evaluated on validation and on test."""
-    _check_scores(val_scores, val_labels)
-    _check_scores(test_scores, test_labels)
-    if val_scores.shape[0] != test_scores.shape[0]:
-        raise ValueError(f"validation scores have {val_scores.shape[0]} exits, test scores {test_scores.shape[0]}")
-    val_confidences = val_scores.max(dim=2).values
+    """One budget per q: thresholds calibrated on the validation confidences, then evaluated on validation and on
+    test. ``val`` and ``test`` are each split's ``(confidences, top-1 hits)``, exits × samples (``exit_outcomes``)."""
+    _check_outcomes(*val)
+    _check_outcomes(*test)
+    if val[0].shape[0] != test[0].shape[0]:
+        raise ValueError(f"validation outcomes have {val[0].shape[0]} exits, test outcomes {test[0].shape[0]}")
     points = []
     for q in qs:
-        proportions = geometric_exit_proportions(q, val_scores.shape[0])
-        thresholds = calibrate_thresholds(val_confidences, proportions)
+        proportions = geometric_exit_proportions(q, val[0].shape[0])
+        thresholds = calibrate_thresholds(val[0], proportions)
         points.append(
             BudgetPoint(
                 q=float(q),
                 target_proportions=proportions.tolist(),
                 thresholds=thresholds.tolist(),
-                val=evaluate_thresholds(val_scores, val_labels, thresholds, exit_flops),
-                test=evaluate_thresholds(test_scores, test_labels, thresholds, exit_flops),
+                val=evaluate_thresholds(*val, thresholds, exit_flops),
+                test=evaluate_thresholds(*test, thresholds, exit_flops),
             )
         )
     return points

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 import densevision.models  # noqa: F401  (registers the architectures a config names)
 from densevision.contracts import Task
+from densevision.flops import count_flops
 from densevision.registry import LOSSES, MODELS, TASKS
 
 __all__ = ["EarlyExitClassifier"]
@@ -18,7 +19,8 @@ __all__ = ["EarlyExitClassifier"]
 @TASKS.register_module()
 class EarlyExitClassifier(Task):
     """Image classification from every exit of ``model``, whose forward returns a list of N×K logits (one per exit,
-    shallowest first) and which has ``num_exits``; ``forward(images, num_exits=k)`` stops after k exits.
+    shallowest first) and which has ``num_exits`` and its exit modules as ``classifiers`` (for FLOP counting);
+    ``forward(images, num_exits=k)`` stops after k exits.
 
     ``loss`` is ``sum_k exit_weights[k] * loss_fn(exit k)`` (the paper's equal weights of 1 by default), and each
     exit's own loss is logged as ``loss/exit{k}``. ``predict`` answers from exit ``predict_exit`` (default the last)
@@ -67,6 +69,18 @@ class EarlyExitClassifier(Task):
     @property
     def num_exits(self) -> int:
         return self.model.num_exits
+
+    def exit_flops(self, image_shape: Sequence[int]) -> list[int]:
+        """Multiply-adds per image spent up to each exit (``densevision.flops``'s convention) for C×H×W images: the
+        model's exit modules are its ``classifiers``, in the order they run."""
+        parameter = next(self.model.parameters())
+        images = torch.zeros(1, *image_shape, dtype=parameter.dtype, device=parameter.device)
+        was_training = self.model.training
+        self.model.eval()  # a forward in training mode would move the BatchNorm statistics
+        try:
+            return count_flops(self.model, images, exits=self.model.classifiers).at_exits
+        finally:
+            self.model.train(was_training)
 
     def describe(self) -> str:
         """The exits' loss weights and the exit that answers, for the run log."""

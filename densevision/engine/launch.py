@@ -16,6 +16,7 @@ from typing import Any
 from densevision.config import Config, load_config
 from densevision.engine import distributed
 from densevision.engine.runner import Runner
+from densevision.precision import autocast_dtype
 
 __all__ = ["load_config", "run_training", "run_test", "write_json"]
 
@@ -59,25 +60,49 @@ def run_test(
 
     ``show`` receives the summary table before the JSON is written, so a write that fails (an OSError naming the
     file) loses no result: the user has seen the metrics of what may have been a long evaluation. ``precision``:
-    the forward's (``'fp32'``, ``'bf16'``, ``'fp16'``; metrics are float32).
+    the forward's (``'fp32'``, ``'bf16'``, ``'fp16'``; metrics are float32). An evaluator declaring a report
+    (``Metric.report_splits`` / ``test_report``) then writes its files beside the JSON, and its text is shown and
+    appended to the returned table.
     """
     try:
         runner = Runner(cfg)
         metrics = runner.test(checkpoint, precision=precision)
-        if not runner.dist.is_main:
-            return metrics, None
-        table = runner.test_evaluator.summary_table()
-        if show is not None:
-            show(table)
+        evaluator = runner.test_evaluator
         path = Path(out) if out is not None else runner.work_dir / "test_metrics.json"
-        try:
-            write_json(metrics, path)
-        except OSError as err:
-            in_the_way = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
-            reason = f"{in_the_way} is a file, not a folder" if in_the_way else err.strerror or str(err)
-            raise type(err)(
-                f"could not write the test metrics to {path}: {reason} (the metrics are shown above)"
-            ) from None
+        table = None
+        if runner.dist.is_main:
+            table = evaluator.summary_table()
+            if show is not None:
+                show(table)
+            _write_metrics(metrics, path)
+        # the evaluator's declared report (e.g. an early-exit budget sweep calibrated on val): its other splits are
+        # evaluated in every process, the report is written by the main one beside the metrics JSON
+        splits = {name: _evaluate_split(runner, name, precision) for name in evaluator.report_splits}
+        if runner.dist.is_main:
+            report = evaluator.test_report(task=runner.task, splits=splits, out_dir=path.parent)
+            if report is not None:
+                if show is not None:
+                    show(report)
+                table = f"{table}\n{report}"
         return metrics, table
     finally:
         distributed.shutdown_distributed()
+
+
+def _write_metrics(metrics: Mapping[str, float], path: Path) -> None:
+    try:
+        write_json(metrics, path)
+    except OSError as err:
+        in_the_way = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        reason = f"{in_the_way} is a file, not a folder" if in_the_way else err.strerror or str(err)
+        raise type(err)(f"could not write the test metrics to {path}: {reason} (the metrics are shown above)") from None
+
+
+def _evaluate_split(runner: Runner, split: str, precision: str) -> Any:
+    """A fresh test evaluator after a pass over ``split``'s loader (``{split}_dataloader``), the forward in
+    ``precision`` as on the test split."""
+    evaluator = runner.build_evaluator("test_evaluator")
+    evaluator.dataset_meta = runner.dataset_meta
+    loader = runner.build_dataloader(f"{split}_dataloader", train=False)
+    runner.evaluate(loader, evaluator, dtype=autocast_dtype(precision, runner.device, what="precision"))
+    return evaluator

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,6 +29,8 @@ class Metric:
     sum_states: tuple[str, ...] = ()
     gather_states: tuple[str, ...] = ()
     dataset_meta: dict[str, Any] | None = None
+    # Splits besides test that ``test_report`` needs, each evaluated (in every process) by a fresh test evaluator.
+    report_splits: tuple[str, ...] = ()
 
     def reset(self) -> None:
         raise NotImplementedError
@@ -41,6 +44,12 @@ class Metric:
     def summary_table(self) -> str:
         """A human-readable table of the last ``compute`` (per-class where the metric has classes)."""
         return "\n".join(f"{key:>24s}  {value:.4f}" for key, value in self.compute().items())
+
+    def test_report(self, *, task: Any, splits: dict[str, Metric], out_dir: Path) -> str | None:
+        """tools/test.py's hook for a report beyond ``compute`` (an early-exit classifier's budget sweep), called on the
+        main process after the test split, with the evaluated ``report_splits``: writes its files into ``out_dir``
+        (the metrics JSON's folder) and returns text to show. None: nothing to add."""
+        return None
 
     def sync(self) -> None:
         """Sum ``sum_states`` and gather ``gather_states`` over all processes (no-op with one process).

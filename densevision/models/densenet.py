@@ -242,9 +242,12 @@ def _check_out_indices(out_indices: Sequence[int], num_stages: int) -> tuple[int
     return tuple(sorted(indices))
 
 
-def _densenet(architecture: str, **kwargs: Any) -> DenseNet:
+def _densenet(architecture: str, *, early_exits: Sequence[int] | None = None, **kwargs: Any) -> DenseNet:
+    """The named DenseNet; ``early_exits`` (transition indices) adds exit classifiers (models/early_exits.py)."""
+    from densevision.models.early_exits import with_early_exits
+
     default_cfg = {"architecture": architecture, **kwargs.pop("default_cfg", {})}
-    return DenseNet(**{**ARCHITECTURES[architecture], **kwargs}, default_cfg=default_cfg)
+    return with_early_exits(DenseNet(**{**ARCHITECTURES[architecture], **kwargs}, default_cfg=default_cfg), early_exits)
 
 
 @MODELS.register_module()
@@ -279,7 +282,13 @@ def densenet264(**kwargs: Any) -> DenseNet:
 
 @MODELS.register_module()
 def densenet_bc(
-    *, depth: int = 100, growth_rate: int = 12, compression: float = 0.5, num_classes: int = 10, **kwargs: Any
+    *,
+    depth: int = 100,
+    growth_rate: int = 12,
+    compression: float = 0.5,
+    num_classes: int = 10,
+    early_exits: Sequence[int] | None = None,
+    **kwargs: Any,
 ) -> DenseNet:
     """DenseNet-BC for 32×32 images (CIFAR): Conv3x3(2k) stem, 3 blocks of (depth - 4) / 6 bottleneck layers.
 
@@ -297,6 +306,9 @@ def densenet_bc(
         "image_size": (32, 32),
         **options.pop("default_cfg", {}),
     }
-    return DenseNet(
+    from densevision.models.early_exits import with_early_exits
+
+    densenet = DenseNet(
         growth_rate=growth_rate, compression=compression, num_classes=num_classes, default_cfg=default_cfg, **options
     )
+    return with_early_exits(densenet, early_exits)
