@@ -15,6 +15,7 @@ with uncompressed ``.nii`` files or when samples of one volume come together (ev
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,8 @@ from densevision.formats.nifti import (
     volume_data,
 )
 from densevision.registry import DATASETS, ConfigError
+
+logger = logging.getLogger("densevision")
 
 __all__ = [
     "MODALITIES",
@@ -219,6 +222,7 @@ class NiftiSliceDataset(SegmentationDataset):
         if not self.samples:
             raise DatasetError("no image/label volume pairs")
         self.volumes = [self._header(image, label) for image, label in self.samples]
+        self._unusable: dict[int, str] = {}  # volume index -> why its slices are left out (see _split_by_foreground)
         self._cached: tuple[int, Any, Any] | None = None
         self._stats: dict[int, np.ndarray | None] = {}
         axis_ = self.slicing.spatial_axis
@@ -227,6 +231,11 @@ class NiftiSliceDataset(SegmentationDataset):
             self._empty: list[tuple[int, int]] = []
         else:
             self._slices, self._empty = self._split_by_foreground()
+            if self._unusable:
+                logger.warning(
+                    "%d of %d volume(s) left out (tools/check_dataset.py names each): %s",
+                    len(self._unusable), len(self.volumes), next(iter(self._unusable.values())),
+                )  # fmt: skip
         self._num_empty = round(self.empty_slice_rate * len(self._empty))
 
     def _header(self, image_path: Path, label_path: Path) -> _Volume:
@@ -239,13 +248,19 @@ class NiftiSliceDataset(SegmentationDataset):
         )
 
     def _split_by_foreground(self) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-        """Slices with a foreground voxel, and slices without, reading each label volume once."""
+        """Slices with a foreground voxel, and slices without, reading each label volume once. A label volume that
+        cannot be read or does not fit its image is left out and kept in ``_unusable``: ``check()`` names each one
+        (with every other problem) instead of the first stopping the dataset's construction."""
         full, empty = [], []
         others = self.slicing.in_plane_axes()
         for v, volume in enumerate(self.volumes):
-            label = load_nifti(volume.label, "label")
-            self._check_shapes(volume, label)
-            values = _label_indices(np.asarray(volume_data(label, volume.label, "label")), volume.label)
+            try:
+                label = load_nifti(volume.label, "label")
+                self._check_shapes(volume, label)
+                values = _label_indices(np.asarray(volume_data(label, volume.label, "label")), volume.label)
+            except DatasetError as err:
+                self._unusable[v] = str(err)
+                continue
             if values.ndim == 4:
                 values = values[..., 0]
             has_foreground = ((values != 0) & (values != self.ignore_index)).any(axis=others)
@@ -390,6 +405,8 @@ class NiftiSliceDataset(SegmentationDataset):
         ignored = 0
         for v, volume in enumerate(self.volumes):
             with checker.sample(volume.image):
+                if v in self._unusable:
+                    raise DatasetError(self._unusable[v])
                 image = load_nifti(volume.image)
                 label = load_nifti(volume.label, "label")
                 self._check_shapes(volume, label)

@@ -7,6 +7,7 @@ The tools only parse arguments; ``densevision.cli.entry_point`` turns user error
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -19,6 +20,8 @@ from densevision.engine.runner import Runner
 from densevision.precision import autocast_dtype
 
 __all__ = ["load_config", "run_training", "run_test", "write_json"]
+
+logger = logging.getLogger("densevision")
 
 
 def write_json(data: Mapping[str, Any], path: str | os.PathLike) -> None:
@@ -96,6 +99,7 @@ def _write_metrics(metrics: Mapping[str, float], path: Path) -> None:
         in_the_way = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
         reason = f"{in_the_way} is a file, not a folder" if in_the_way else err.strerror or str(err)
         raise type(err)(f"could not write the test metrics to {path}: {reason} (the metrics are shown above)") from None
+    logger.info("test metrics written to %s", path)
 
 
 def _evaluate_split(runner: Runner, split: str, precision: str) -> Any:

@@ -268,3 +268,16 @@ def test_spleen_config_follows_the_tiramisu_recipe_on_2_5d_slices():
 def test_slicing_from_a_decathlon_config_reads_the_modality(tmp_path):
     root = decathlon(tmp_path / "T", modality="MRI")
     assert slicing_from_config({"type": "DecathlonDataset", "root": str(root), "context": 1}).modality == "MR"
+
+
+@pytest.mark.parametrize("empty_slice_rate", [1.0, 0.5])  # 0.5 reads every label volume while the dataset is built
+def test_check_lists_every_bad_volume_in_one_run(tmp_path, empty_slice_rate):
+    root = decathlon(tmp_path / "T")
+    save(root / "labelsTr" / "case_01.nii.gz", np.zeros((12, 10, 5), dtype=np.uint8))
+    truncated = root / "imagesTr" / "case_02.nii.gz"
+    data = truncated.read_bytes()
+    truncated.write_bytes(data[: len(data) * 2 // 3])
+    problems = []
+    DecathlonDataset(root, "trainval", empty_slice_rate=empty_slice_rate).check(on_problem=problems.append)
+    assert len(problems) == 2
+    assert "labelsTr/case_01.nii.gz has shape (12, 10, 5)" in problems[0] and str(truncated) in problems[1]

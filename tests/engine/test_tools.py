@@ -86,6 +86,16 @@ def test_the_default_work_dir_is_named_after_the_config(tmp_path, config_file, t
     assert (tmp_path / "work_dirs" / "toy_config" / "last.pth").is_file()
 
 
+def test_test_without_out_says_where_it_wrote(tmp_path, config_file, train_tool, test_tool, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    assert train_tool.main([str(config_file)]) == 0
+    with caplog.at_level("INFO", logger="densevision"):
+        assert test_tool.main([str(config_file), "work_dirs/toy_config/last.pth"]) == 0
+    written = Path("work_dirs") / "toy_config" / "test_metrics.json"
+    assert (tmp_path / written).is_file()
+    assert f"test metrics written to {written}" in caplog.text
+
+
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
