@@ -1,11 +1,11 @@
 """What every task's file prediction shares: the task with its checkpoint, the config's normalisation, the backend,
-tiling, the file loop with its list of failures.
+the file loop with its list of failures.
 
 Training sees normalised crops; users have whole images, often larger than memory allows and not multiples of 32. A
 predictor normalises exactly as the config's ``Normalize`` step and runs the task's forward on the chosen backend
 (``densevision.backends``); each task's own predictor (``densevision.tasks.<task>.predictor``) turns the outputs into
-its results and writes them. For large images ``blend_tiles`` slides overlapping windows whose softmax probabilities
-are averaged, so the result has no seams. Files that are not one image (a NIfTI volume, a GeoTIFF scene) are read and
+its results and writes them. Large images are predicted in overlapping tiles (``densevision.tiling``), so the result
+has no seams. Files that are not one image (a NIfTI volume, a GeoTIFF scene) are read and
 written by the file-format plug-ins (``densevision.formats``), loaded only when such a file comes.
 """
 
@@ -44,17 +44,12 @@ __all__ = [
     "metainfo",
     "pipeline_step",
     "as_pair",
-    "window_starts",
-    "window_weights",
     "dataset_prediction_options",
-    "blend_tiles",
-    "TILE_WINDOWS",
     "find_images",
     "infer_files",
     "output_folder",
 ]
 
-TILE_WINDOWS = ("uniform", "hann")
 
 logger = logging.getLogger("densevision")
 
@@ -426,63 +421,6 @@ def predictor_class(cfg: Mapping[str, Any]) -> type[Predictor]:
             f"(registered predictors: {', '.join(PREDICTORS.names())})"
         )
     return PREDICTORS.get(name)
-
-
-def window_starts(length: int, window: int, overlap: float) -> list[int]:
-    """Start offsets of windows of ``window`` pixels covering ``length`` with at least ``overlap`` (a fraction) shared
-    between neighbours; the last window ends at the border. A length within one window gives ``[0]``."""
-    if not 0 <= overlap < 1:
-        raise ConfigError(f"tile overlap must be in [0, 1), got {overlap}")
-    if length <= window:
-        return [0]
-    stride = max(1, int(window * (1 - overlap)))
-    return [*range(0, length - window, stride), length - window]
-
-
-def window_weights(height: int, width: int, kind: str, device: torch.device) -> Tensor:
-    """Per-pixel weights of one tile: uniform, or a Hann window (positive everywhere, so every pixel counts)."""
-    if kind not in TILE_WINDOWS:
-        raise ConfigError(f"tile_window must be one of {TILE_WINDOWS}, got {kind!r}")
-    if kind == "uniform":
-        return torch.ones((height, width), dtype=torch.float32, device=device)
-
-    def hann(n: int) -> Tensor:
-        return torch.sin(torch.pi * (torch.arange(n, dtype=torch.float32, device=device) + 0.5) / n) ** 2
-
-    return hann(height)[:, None] * hann(width)[None, :]
-
-
-def blend_tiles(
-    probabilities: Callable[[Tensor], Tensor],
-    image: Tensor,
-    tile: tuple[int, int],
-    *,
-    num_classes: int,
-    overlap: float,
-    window: str = "uniform",
-    batch_size: int = 4,
-) -> Tensor:
-    """Softmax probabilities (num_classes×H×W) of a normalised C×H×W ``image`` from overlapping ``tile`` windows:
-    ``probabilities`` maps N×C×h×w tiles to N×num_classes×h×w; each pixel averages its tiles with ``window`` weights
-    (``window_weights``), ``batch_size`` tiles per call. With a model that looks at single pixels the result equals a
-    whole-image prediction up to float rounding."""
-    height, width = image.shape[-2:]
-    tile_h, tile_w = min(tile[0], height), min(tile[1], width)
-    windows = [
-        (top, left) for top in window_starts(height, tile_h, overlap) for left in window_starts(width, tile_w, overlap)
-    ]
-    # float32 sums, the size of the result: a pixel averages a few tiles (4 at the default overlap), so rounding
-    # stays within 1e-7 of the exact mean; float64 would double the largest buffer of a large image for nothing.
-    total = torch.zeros((num_classes, height, width), dtype=torch.float32, device=image.device)
-    weight_sum = torch.zeros((height, width), dtype=torch.float32, device=image.device)
-    weights = window_weights(tile_h, tile_w, window, image.device)
-    for first in range(0, len(windows), batch_size):
-        chunk = windows[first : first + batch_size]
-        tiles = torch.stack([image[:, top : top + tile_h, left : left + tile_w] for top, left in chunk])
-        for (top, left), tile_probs in zip(chunk, probabilities(tiles)):
-            total[:, top : top + tile_h, left : left + tile_w].addcmul_(tile_probs, weights)
-            weight_sum[top : top + tile_h, left : left + tile_w] += weights
-    return total.div_(weight_sum)
 
 
 def find_images(pattern: str | os.PathLike) -> list[Path]:

@@ -31,7 +31,7 @@ from torch import Tensor
 from densevision.data.base import default_palette
 from densevision.data.checks import DatasetError
 from densevision.data.io import Colour
-from densevision.data.medical import VolumeSlicing
+from densevision.data.slicing import VolumeSlicing
 from densevision.formats.geotiff import grid_windows, open_raster, read_scene_window, scene_info
 from densevision.formats.nifti import NIFTI_SUFFIXES, load_nifti, volume_data
 from densevision.registry import ConfigError

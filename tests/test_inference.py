@@ -11,11 +11,12 @@ from torch import nn
 from densevision.data.base import default_palette
 from densevision.data.checks import DatasetError
 from densevision.engine.checkpoint import save_checkpoint
-from densevision.inference import Predictor, find_images, infer_files, predictor_class, window_starts
+from densevision.inference import Predictor, find_images, infer_files, predictor_class
 from densevision.registry import ConfigError
 from densevision.tasks import ClassificationPredictor, Classifier, SegmentationPredictor, Segmentor
 from densevision.tasks.segmentation.drawing import blend_mask
 from densevision.tasks.segmentation.predictor import AUTO_TILE_SIZE, DEFAULT_MAX_PIXELS
+from densevision.tiling import window_starts
 from tests.tool_loader import load_tool
 
 MEAN, STD = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from densevision.data.decathlon import DecathlonDataset
-from densevision.data.medical import VolumeSlicing
+from densevision.data.slicing import VolumeSlicing
 from densevision.registry import ConfigError
 from densevision.spatial import LABEL_NODATA, predict_geotiff, predict_nifti
 from densevision.tasks.segmentation import SegmentationPredictor

@@ -10,7 +10,8 @@ import torch
 from densevision.config import Config
 from densevision.data.checks import DatasetError
 from densevision.data.decathlon import DecathlonDataset, validation_cases
-from densevision.data.medical import NiftiFolderDataset, VolumeSlicing, slicing_from_config
+from densevision.data.medical import NiftiFolderDataset, slicing_from_config
+from densevision.data.slicing import VolumeSlicing
 from densevision.evaluation import volume as _volume_metric  # noqa: F401  (registers VolumeSegmentationMetric)
 from densevision.formats.nifti import volume_data
 from densevision.registry import ConfigError

@@ -1,7 +1,7 @@
 """Segmentation of image files at full resolution: one pass or overlapping tiles, and whole volumes and scenes.
 
 The predictor normalises as the config's ``Normalize`` step did, runs the task's logits on the chosen backend and,
-for large images, blends tiles (``densevision.inference.blend_tiles``): with a model that looks at single pixels,
+for large images, blends tiles (``densevision.tiling.blend_tiles``): with a model that looks at single pixels,
 tiled and whole-image predictions give the same mask. Tiling is chosen automatically above ``max_pixels``: a whole
 4000×3000 image through even a tiny FC-DenseNet needs gigabytes of activations. NIfTI volumes and GeoTIFF scenes go
 to their file formats (``densevision.formats``) when the config's dataset trains on them.
@@ -25,17 +25,10 @@ from densevision.backends import CHECK_SIZE
 from densevision.data.base import default_palette
 from densevision.formats import format_for
 from densevision.formats.image import IMAGE
-from densevision.inference import (
-    TILE_WINDOWS,
-    Predictor,
-    as_pair,
-    blend_tiles,
-    dataset_prediction_options,
-    metainfo,
-    window_starts,
-)
+from densevision.inference import Predictor, as_pair, dataset_prediction_options, metainfo
 from densevision.registry import PREDICTORS, ConfigError
 from densevision.tasks.segmentation.writers import write_segmentation
+from densevision.tiling import TILE_WINDOWS, blend_tiles, window_starts
 
 __all__ = ["SegmentationPredictor", "DEFAULT_MAX_PIXELS", "AUTO_TILE_SIZE"]
 
