@@ -499,10 +499,10 @@ class DenseLayer(nn.Module):
     ``memory_efficient`` (Pleiss et al. 2017) keeps neither the concatenation of the inputs nor norm1 -> act's output
     for backward, only conv1's output: backward recomputes norm1 -> act from the concatenation, which inside a dense
     block is shared storage (the block's output), so a block's training memory grows linearly, not quadratically, with
-    its depth. conv1 runs once, and a plain BatchNorm2d norm1 takes each map's batch statistics, measured once per
-    block, instead of reducing the whole concatenation again in every layer. Under ``torch.compile`` the layer
-    checkpoints concatenation -> norm1 -> act -> conv1 instead, which AOTAutograd backends (Inductor, aot_eager)
-    recompute themselves.
+    its depth. conv1 runs once, and on CPU a plain BatchNorm2d norm1 takes each map's batch statistics, measured once
+    per block, instead of reducing the whole concatenation again in every layer (elsewhere BatchNorm's fused kernel
+    measures them: ``_fuses_batch_norm``). Under ``torch.compile`` the layer checkpoints concatenation -> norm1 -> act
+    -> conv1 instead, which AOTAutograd backends (Inductor, aot_eager) recompute themselves.
     """
 
     def __init__(
