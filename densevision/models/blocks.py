@@ -157,12 +157,21 @@ class _SharedFeatures:
     Layers read their input concatenation as a view of the buffer and keep that view for backward. The writes go
     through an alias autograd does not track: a region is written before any view covering it is saved and never
     again, so the saved views hold in backward what they held in forward.
+
+    In a block (``chained``) backward mirrors this: the block's output gradient starts a gradient buffer shaped like
+    the features' and each layer adds its whole input gradient into it with one kernel, instead of autograd summing
+    every map's gradient from each later layer separately (quadratic in depth: 535 small additions per DenseNet-121
+    step). Autograd then only links each layer to the previous layer's maps, whose gradient region is complete
+    once that layer's backward has run, because every later layer's has run before it.
     """
 
-    def __init__(self, first: Tensor, channels: int) -> None:
+    def __init__(self, first: Tensor, channels: int, *, chained: bool = False) -> None:
         n, _, h, w = first.shape
         self.buffer = first.new_empty((n, channels, h, w))
         self._writer = self.buffer.data
+        self.chained = chained
+        self.gradient: Tensor | None = None  # the chained block's gradient buffer, during its backward
+        self.first_channels = first.shape[1]
         self.filled = 0
         self.count = n * h * w  # values per channel
         # Per-channel batch mean and biased variance, once a layer asks for them; channels measured so far.
@@ -219,8 +228,31 @@ def _mean_var(maps: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _is_batch_norm_relu(norm: nn.Module, act: nn.Module) -> bool:
-    """A plain BatchNorm2d and ReLU: memory-efficient layers run them with explicit kernels from measured statistics."""
+    """A plain BatchNorm2d and ReLU: memory-efficient layers run them with explicit kernels."""
     return type(norm) is nn.BatchNorm2d and type(act) is nn.ReLU
+
+
+def _fuses_batch_norm(x: Tensor) -> bool:
+    """Whether memory-efficient layers run BatchNorm's own training kernel on ``x``'s device, which measures the batch
+    statistics and updates the running ones itself: on GPUs, where launching kernels is the bottleneck, that is one
+    call instead of ten (statistics measured once per block, running-statistics arithmetic); on CPU BatchNorm's
+    statistics are 2-4x slower than ``_mean_var`` (DenseNet-121 shapes, one thread: 2.1 against 0.5 ms on 8x128x28x28).
+    """
+    return x.device.type != "cpu"
+
+
+def _count_batch(norm: nn.BatchNorm2d, count: int) -> tuple[bool, float]:
+    """Whether ``norm`` normalises by the batch's statistics and the momentum of its running statistics' update,
+    counting the batch as ``nn.BatchNorm2d.forward`` does (``count`` values per channel)."""
+    batch_statistics = norm.training or norm.running_mean is None
+    if batch_statistics and count < 2:
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size {count}")
+    momentum = 0.0 if norm.momentum is None else norm.momentum
+    if norm.training and norm.track_running_stats:
+        norm.num_batches_tracked.add_(1)
+        if norm.momentum is None:  # cumulative moving average
+            momentum = 1.0 / float(norm.num_batches_tracked)
+    return batch_statistics, momentum
 
 
 def _batch_norm_statistics(
@@ -228,14 +260,11 @@ def _batch_norm_statistics(
 ) -> tuple[Tensor, Tensor, bool]:
     """The mean and biased variance ``norm`` normalises by (``measure()`` gives the batch's), and whether they are the
     batch's; counts the batch into the running statistics exactly as ``nn.BatchNorm2d.forward`` does."""
-    if not (norm.training or norm.running_mean is None):
+    batch_statistics, momentum = _count_batch(norm, count)
+    if not batch_statistics:
         return norm.running_mean, norm.running_var, False
-    if count < 2:
-        raise ValueError(f"Expected more than 1 value per channel when training, got input size {count}")
     mean, var = measure()
     if norm.training and norm.track_running_stats:
-        norm.num_batches_tracked.add_(1)
-        momentum = 1.0 / float(norm.num_batches_tracked) if norm.momentum is None else norm.momentum
         norm.running_mean.lerp_(mean.to(norm.running_mean.dtype), momentum)
         unbiased = momentum * count / (count - 1)
         norm.running_var.mul_(1 - momentum).add_(var.to(norm.running_var.dtype), alpha=unbiased)
@@ -247,20 +276,21 @@ def _batch_norm_backward(
     grad_norm: Tensor,
     x: Tensor,
     mean: Tensor,
-    var: Tensor,
+    invstd: Tensor,
     batch_statistics: bool,
     needs: Sequence[bool],
 ) -> tuple[Tensor | None, ...]:
-    """Gradients of ``norm(x)``, normalised by ``mean`` and ``var``, for ``x`` and norm's parameters (``needs``)."""
+    """Gradients of ``norm(x)`` for ``x`` and norm's parameters (``needs``): normalised by the batch's ``mean`` and
+    1/std ``invstd`` when ``batch_statistics``, else by the running statistics."""
     affine = norm.weight is not None
     grad_x, grad_weight, grad_bias = torch.ops.aten.native_batch_norm_backward(
         grad_norm,
         x,
         norm.weight,
+        norm.running_mean,
+        norm.running_var,
         mean,
-        var,
-        mean,
-        torch.rsqrt(var + norm.eps),
+        invstd,
         batch_statistics,
         norm.eps,
         [needs[0], *(needs[1:] if affine else (False, False))],
@@ -269,26 +299,34 @@ def _batch_norm_backward(
 
 
 class _BatchNormReLU(torch.autograd.Function):
-    """``relu(norm(x))`` for a memory-efficient layer's plain BatchNorm2d and ReLU: the statistics come from
-    ``_mean_var`` (BatchNorm's CPU kernel spends most of its time on them); it keeps what BatchNorm and ReLU keep."""
+    """``relu(norm(x))`` for a memory-efficient layer's plain BatchNorm2d and ReLU in one function: BatchNorm's fused
+    training kernel (``_fuses_batch_norm``) or, on CPU, statistics from ``_mean_var`` (BatchNorm's CPU kernel spends
+    most of its time on them); it keeps what BatchNorm and ReLU keep."""
 
     @staticmethod
     def forward(ctx: Any, norm: nn.BatchNorm2d, x: Tensor, *params: Tensor) -> Tensor:
         count = x.numel() // x.shape[1]
-        mean, var, ctx.batch_statistics = _batch_norm_statistics(norm, count, lambda: _mean_var(x))
-        act = torch.batch_norm(x, norm.weight, norm.bias, mean, var, False, 0.0, norm.eps, torch.backends.cudnn.enabled)
+        if _fuses_batch_norm(x):
+            ctx.batch_statistics, momentum = _count_batch(norm, count)
+            act, mean, invstd = torch.native_batch_norm(
+                x, norm.weight, norm.bias, norm.running_mean, norm.running_var, ctx.batch_statistics, momentum, norm.eps
+            )
+        else:
+            mean, var, ctx.batch_statistics = _batch_norm_statistics(norm, count, lambda: _mean_var(x))
+            act = torch.batch_norm(x, norm.weight, norm.bias, mean, var, False, 0.0, norm.eps, False)
+            invstd = torch.rsqrt(var + norm.eps) if ctx.batch_statistics else var  # unused without batch statistics
         act.relu_()
         ctx.norm = norm
-        ctx.save_for_backward(x, act, mean, var)
+        ctx.save_for_backward(x, act, mean, invstd)
         return act
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_act: Tensor) -> tuple[Tensor | None, ...]:
-        x, act, mean, var = ctx.saved_tensors
+        x, act, mean, invstd = ctx.saved_tensors
         grad_norm = torch.ops.aten.threshold_backward(grad_act, act, 0)
         return None, *_batch_norm_backward(
-            ctx.norm, grad_norm, x, mean, var, ctx.batch_statistics, ctx.needs_input_grad[1:]
+            ctx.norm, grad_norm, x, mean, invstd, ctx.batch_statistics, ctx.needs_input_grad[1:]
         )
 
 
@@ -300,18 +338,26 @@ class _NormActConv(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, layer: DenseLayer, shared: _SharedFeatures, num_features: int, *tensors: Tensor) -> Tensor:
-        # tensors: the input features (their gradients are slices of the concatenation's), then norm1's and conv1's
-        # parameters, which backward reads from the layer as checkpointing does
+        # tensors: the input features (all of them, whose gradients are slices of the concatenation's, or in a chained
+        # block only the newest), then norm1's and conv1's parameters, which backward reads from the layer as
+        # checkpointing does
         ctx.layer, ctx.shared = layer, shared
         ctx.split = [feature.shape[1] for feature in tensors[:num_features]]
         concat = shared.concat()
+        ctx.first = concat.shape[1] == shared.first_channels  # the block's first layer, the last to run backward
         ctx.save_for_backward(concat)
+        ctx.fused = _fuses_batch_norm(concat)
         if _is_batch_norm_relu(layer.norm1, layer.relu1):
             norm = layer.norm1
-            mean, var, ctx.batch_statistics = _batch_norm_statistics(
-                norm, shared.count, lambda: shared.batch_statistics(shared.filled)
-            )
-            _, act = _norm_act_into_scratch(norm, concat, mean, var, shared)
+            if ctx.fused:
+                ctx.batch_statistics, momentum = _count_batch(norm, shared.count)
+                running = norm.running_mean, norm.running_var
+                _, act, _, _ = _norm_act_into_scratch(norm, concat, shared, *running, ctx.batch_statistics, momentum)
+            else:
+                mean, var, ctx.batch_statistics = _batch_norm_statistics(
+                    norm, shared.count, lambda: shared.batch_statistics(shared.filled)
+                )
+                _, act, _, _ = _norm_act_into_scratch(norm, concat, shared, mean, var, False, 0.0)
         else:
             act = layer.relu1(layer.norm1(concat))
         out = layer.conv1(act)
@@ -325,7 +371,7 @@ class _NormActConv(torch.autograd.Function):
         norm, conv = layer.norm1, layer.conv1
         (concat,) = ctx.saved_tensors
         num_features = len(ctx.split)
-        norm_params = list(norm.parameters())
+        norm_params = _parameters(norm)
         needs = ctx.needs_input_grad[3:]
         needs_features, needs_norm, needs_conv = (
             any(needs[:num_features]),
@@ -334,18 +380,24 @@ class _NormActConv(torch.autograd.Function):
         )
         if _is_batch_norm_relu(norm, layer.relu1):
             shared: _SharedFeatures = ctx.shared
-            if ctx.batch_statistics:
+            if ctx.fused:  # the batch's statistics measured again, the running ones left alone
+                running = (None, None) if ctx.batch_statistics else (norm.running_mean, norm.running_var)
+                x, act, mean, invstd = _norm_act_into_scratch(norm, concat, shared, *running, ctx.batch_statistics, 0.0)
+            elif ctx.batch_statistics:
                 mean, var = shared.batch_statistics(concat.shape[1])
+                x, act, _, _ = _norm_act_into_scratch(norm, concat, shared, mean, var, False, 0.0)
+                invstd = torch.rsqrt(var + norm.eps)
             else:
-                mean, var = norm.running_mean, norm.running_var
-            x, act = _norm_act_into_scratch(norm, concat, mean, var, shared)
+                x, act, mean, invstd = _norm_act_into_scratch(
+                    norm, concat, shared, norm.running_mean, norm.running_var, False, 0.0
+                )
             grad_act, grad_weight, grad_bias = _conv_backward(conv, grad_out, act, ctx.conv_dtype, needs_conv)
             grad_act = grad_act.to(act.dtype)
             grad_norm = torch.ops.aten.threshold_backward.grad_input(grad_act, act, 0, grad_input=grad_act)  # in place
             grad_x, *norm_grads = _batch_norm_backward(
-                norm, grad_norm, x, mean, var, ctx.batch_statistics, [needs_features, *needs_norm]
+                norm, grad_norm, x, mean, invstd, ctx.batch_statistics, [needs_features, *needs_norm]
             )
-            if num_features == 1:  # the block's first layer, the last to run backward: the block is done with it
+            if ctx.first:  # the block is done with its scratch storage
                 shared.release_scratch()
         else:
             # norm1's backward reads the running statistics it was given: restore them only after it ran.
@@ -357,33 +409,63 @@ class _NormActConv(torch.autograd.Function):
                 grads = list(torch.autograd.grad(act, wrt, grad_act.to(act.dtype))) if wrt else []
             grad_x = grads.pop(0) if needs_features else None
             norm_grads = [grads.pop(0) if need else None for need in needs_norm]
-        feature_grads = grad_x.split_with_sizes(ctx.split, 1) if grad_x is not None else (None,) * num_features
         conv_grads = (grad_weight, grad_bias)[: len(needs_conv)]
-        return None, None, None, *feature_grads, *norm_grads, *conv_grads
+        return None, None, None, *_feature_gradients(ctx, grad_x), *norm_grads, *conv_grads
+
+
+def _feature_gradients(ctx: Any, grad_x: Tensor | None) -> Sequence[Tensor | None]:
+    """The gradients of a layer's input features from its concatenation's, ``grad_x``: slices of it, or in a chained
+    block the newest maps' region of the gradient buffer once ``grad_x`` is added into it."""
+    shared: _SharedFeatures = ctx.shared
+    if grad_x is None:
+        return (None,) * len(ctx.split)
+    if not shared.chained:
+        return grad_x.split_with_sizes(ctx.split, 1)
+    channels = grad_x.shape[1]
+    region = shared.gradient[:, :channels]
+    region.add_(grad_x)
+    if ctx.first:
+        shared.gradient = None  # the region returned is the block input's, and only the caller reads it now
+    return (region[:, channels - ctx.split[0] :],)
 
 
 def _norm_act_into_scratch(
-    norm: nn.BatchNorm2d, concat: Tensor, mean: Tensor, var: Tensor, shared: _SharedFeatures
-) -> tuple[Tensor, Tensor]:
-    """``relu(norm(concat))`` with the given statistics, running statistics untouched, in the block's scratch storage:
-    the contiguous copy of ``concat`` (BatchNorm's kernels are several times slower on a strided view) and the
-    activation."""
+    norm: nn.BatchNorm2d,
+    concat: Tensor,
+    shared: _SharedFeatures,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    training: bool,
+    momentum: float,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``relu(norm(concat))`` by BatchNorm's kernel with the given arguments, in the block's scratch storage: the
+    contiguous copy of ``concat`` (BatchNorm's kernels are several times slower on a strided view), the activation
+    and the batch's mean and 1/std (when ``training``)."""
     x = shared.scratch(0, concat).copy_(concat)
-    act, _, _ = torch.ops.aten.native_batch_norm.out(
+    statistics_dtype = torch.promote_types(x.dtype, torch.float32)
+    act, mean, invstd = torch.ops.aten.native_batch_norm.out(
         x,
         norm.weight,
         norm.bias,
-        mean,
-        var,
-        False,
-        0.0,
+        running_mean,
+        running_var,
+        training,
+        momentum,
         norm.eps,
         out=shared.scratch(1, x),
         # two tensors: CUDA's kernel writes the mean into one and 1/std into the other, then normalises by them
-        save_mean=mean.new_empty(0),
-        save_invstd=mean.new_empty(0),
+        save_mean=x.new_empty(0, dtype=statistics_dtype),
+        save_invstd=x.new_empty(0, dtype=statistics_dtype),
     )
-    return x, act.relu_()
+    return x, act.relu_(), mean, invstd
+
+
+def _parameters(module: nn.Module) -> list[Tensor]:
+    """``module.parameters()``, read directly for a module without children: the generator costs more host time than
+    the kernels of a small layer, and memory-efficient layers ask three times per layer and step."""
+    if module._modules:
+        return list(module.parameters())
+    return [param for param in module._parameters.values() if param is not None]
 
 
 def _conv_backward(
@@ -417,10 +499,10 @@ class DenseLayer(nn.Module):
     ``memory_efficient`` (Pleiss et al. 2017) keeps neither the concatenation of the inputs nor norm1 -> act's output
     for backward, only conv1's output: backward recomputes norm1 -> act from the concatenation, which inside a dense
     block is shared storage (the block's output), so a block's training memory grows linearly, not quadratically, with
-    its depth. conv1 runs once, and a plain BatchNorm2d norm1 takes each map's batch statistics, measured once per
-    block, instead of reducing the whole concatenation again in every layer. Under ``torch.compile`` the layer
-    checkpoints concatenation -> norm1 -> act -> conv1 instead, which AOTAutograd backends (Inductor, aot_eager)
-    recompute themselves.
+    its depth. conv1 runs once, and on CPU a plain BatchNorm2d norm1 takes each map's batch statistics, measured once
+    per block, instead of reducing the whole concatenation again in every layer (elsewhere BatchNorm's fused kernel
+    measures them: ``_fuses_batch_norm``). Under ``torch.compile`` the layer checkpoints concatenation -> norm1 -> act
+    -> conv1 instead, which AOTAutograd backends (Inductor, aot_eager) recompute themselves.
     """
 
     def __init__(
@@ -451,7 +533,8 @@ class DenseLayer(nn.Module):
         self.memory_efficient = memory_efficient
 
     def forward(self, features: Tensor | Sequence[Tensor], *, shared: _SharedFeatures | None = None) -> Tensor:
-        """New feature maps from ``features``; a memory-efficient dense block passes its ``shared`` storage of them."""
+        """New feature maps from ``features``; a memory-efficient dense block passes its ``shared`` storage of them and
+        as ``features`` only the newest maps (the storage holds the rest)."""
         inputs = [features] if isinstance(features, Tensor) else list(features)
         # Recompute whenever a backward pass may follow, in eval mode too (frozen-BN fine-tuning, detection backbones).
         efficient = self.memory_efficient and torch.is_grad_enabled() and not _exporting()
@@ -467,11 +550,13 @@ class DenseLayer(nn.Module):
                 shared = _SharedFeatures(inputs[0], sum(t.shape[1] for t in inputs))
                 for maps in inputs[1:]:
                     shared.append(maps)
-            params = [*self.norm1.parameters(), *self.conv1.parameters()]
+            elif shared.chained:
+                inputs = inputs[-1:]
+            params = [*_parameters(self.norm1), *_parameters(self.conv1)]
             out = _NormActConv.apply(self, shared, len(inputs), *inputs, *params)
         if self.has_bottleneck:
             if efficient and not compiling and _is_batch_norm_relu(self.norm2, self.relu2):
-                out = _BatchNormReLU.apply(self.norm2, out, *self.norm2.parameters())
+                out = _BatchNormReLU.apply(self.norm2, out, *_parameters(self.norm2))
             else:
                 out = self.relu2(self.norm2(out))
             out = self.conv2(out)
@@ -492,20 +577,23 @@ class DenseLayer(nn.Module):
 
 
 class _SharedConcatenation(torch.autograd.Function):
-    """A memory-efficient dense block's output: its buffer (from channel ``start`` on), which already holds
-    ``features``; backward splits the gradient into theirs."""
+    """A memory-efficient dense block's output: its buffer (from channel ``start`` on), which already holds every
+    layer's maps; autograd links it to the last layer's only. Backward starts the block's gradient buffer with the
+    output's gradient (zero for the block input when ``return_new_only``) and hands the last maps their region."""
 
     @staticmethod
-    def forward(ctx: Any, buffer: Tensor, start: int, *features: Tensor) -> Tensor:
-        ctx.channels = [feature.shape[1] for feature in features]
-        ctx.start = start
+    def forward(ctx: Any, buffer: Tensor, shared: _SharedFeatures, start: int, last: Tensor) -> Tensor:
+        ctx.shared, ctx.start, ctx.last_channels = shared, start, last.shape[1]
         return buffer[:, start:]
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        skipped = (None,) if ctx.start else ()  # return_new_only: the block input is not in the output
-        return None, None, *skipped, *grad.split_with_sizes(ctx.channels[len(skipped) :], 1)
+        shared: _SharedFeatures = ctx.shared
+        gradient = shared.gradient = grad.new_empty(shared.buffer.shape)
+        gradient[:, : ctx.start].zero_()
+        gradient[:, ctx.start :].copy_(grad)
+        return None, None, None, gradient[:, -ctx.last_channels :]
 
 
 class DenseBlock(nn.ModuleDict):
@@ -569,14 +657,14 @@ class DenseBlock(nn.ModuleDict):
 
     def _forward_shared(self, x: Tensor) -> Tensor:
         """Memory-efficient training: every map is written once into one buffer, which is also the block's output."""
-        shared = _SharedFeatures(x, self.in_channels + len(self) * self.growth_rate)
-        features = [x]
+        shared = _SharedFeatures(x, self.in_channels + len(self) * self.growth_rate, chained=True)
+        last = x
         for layer in self.values():
-            features.append(layer(features, shared=shared))
-            shared.append(features[-1])
+            last = layer(last, shared=shared)
+            shared.append(last)
         shared.release_scratch()  # backward allocates its own once it runs
         start = self.in_channels if self.return_new_only else 0
-        return _SharedConcatenation.apply(shared.buffer, start, *features)
+        return _SharedConcatenation.apply(shared.buffer, shared, start, last)
 
     def _forward_buffer(self, x: Tensor) -> Tensor:
         n, c, h, w = x.shape

@@ -4,11 +4,20 @@ import pytest
 import torch
 from torch import nn
 
+from densevision.models import blocks
 from densevision.models.blocks import DenseBlock, DenseLayer, Transition, make_act
 from densevision.profiling import saved_tensor_bytes
 
 # The memory-efficient kernels differ by device (CUDA's batch norm writes its saved statistics even in eval mode).
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+
+
+@pytest.fixture(params=["measured", "fused"])
+def batch_norm_kernels(request, monkeypatch):
+    """Memory-efficient BatchNorm from statistics measured once per block (CPU) or by BatchNorm's fused training kernel
+    (GPUs): both paths on every device."""
+    monkeypatch.setattr(blocks, "_fuses_batch_norm", lambda x: request.param == "fused")
+    return request.param
 
 
 def _block(*, memory_efficient: bool, num_layers: int = 3, in_channels: int = 6, **kwargs) -> DenseBlock:
@@ -92,7 +101,9 @@ NORM_ACT = {
 @pytest.mark.parametrize("norm_act", list(NORM_ACT))
 @pytest.mark.parametrize("train", [True, False])
 @pytest.mark.parametrize("bottleneck_width", [4, None])
-def test_memory_efficient_matches_plain_outputs_and_gradients(train, bottleneck_width, norm_act, device):
+def test_memory_efficient_matches_plain_outputs_and_gradients(
+    batch_norm_kernels, train, bottleneck_width, norm_act, device
+):
     options = dict(drop_rate=0.3, bottleneck_width=bottleneck_width, **NORM_ACT[norm_act])
     plain = _block(memory_efficient=False, **options).train(train).to(device)
     efficient = _block(memory_efficient=True, **options).train(train).to(device)
@@ -115,7 +126,7 @@ def test_memory_efficient_matches_plain_outputs_and_gradients(train, bottleneck_
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_memory_efficient_under_bfloat16_autocast_is_as_accurate_as_plain(device):
+def test_memory_efficient_under_bfloat16_autocast_is_as_accurate_as_plain(batch_norm_kernels, device):
     """conv1 runs in bfloat16 under autocast and backward must differentiate it in that precision: the memory-efficient
     block's outputs and gradients are as close to float32's as plain autocast's are. (Not equal to plain's: its batch
     norms round differently, and bf16 gradients of small parameters are mostly rounding.)"""
@@ -136,7 +147,7 @@ def test_memory_efficient_under_bfloat16_autocast_is_as_accurate_as_plain(device
         assert error <= 3 * plain_error + 1e-3 * full.norm()
 
 
-def test_memory_efficient_updates_running_stats_exactly_once():
+def test_memory_efficient_updates_running_stats_exactly_once(batch_norm_kernels):
     plain = _block(memory_efficient=False).train()
     efficient = _block(memory_efficient=True).train()
     efficient.load_state_dict(plain.state_dict())
@@ -182,7 +193,7 @@ def test_memory_efficient_output_is_the_buffer_the_layers_keep():
     assert with_consumer - alone < out_bytes / 10  # the norm's statistics and parameters, not its input
 
 
-def test_memory_efficient_layer_alone_matches_plain():
+def test_memory_efficient_layer_alone_matches_plain(batch_norm_kernels):
     """A dense layer called on its own (no block to share storage with) concatenates its inputs once itself."""
     torch.manual_seed(0)
     plain = DenseLayer(10, 4).double().train()
@@ -207,7 +218,7 @@ def test_memory_efficient_output_refuses_in_place_changes():
         out.mul_(2)
 
 
-def test_memory_efficient_also_recomputes_in_eval_mode():
+def test_memory_efficient_also_recomputes_in_eval_mode(batch_norm_kernels):
     """Fine-tuning with frozen BatchNorm (eval mode, gradients on) must keep the memory saving."""
     x = torch.randn(2, 4, 16, 16, dtype=torch.float64, requires_grad=True)
     plain = _saved_tensor_bytes(_block(memory_efficient=False, num_layers=8, in_channels=4).eval(), x)
