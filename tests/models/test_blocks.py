@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from densevision.models import blocks
+from densevision.models import memory_efficient as efficient_internals
 from densevision.models.blocks import DenseBlock, DenseLayer, Transition, make_act
 from densevision.profiling import saved_tensor_bytes
 
@@ -16,7 +16,7 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.i
 def batch_norm_kernels(request, monkeypatch):
     """Memory-efficient BatchNorm from statistics measured once per block (CPU) or by BatchNorm's fused training kernel
     (GPUs): both paths on every device."""
-    monkeypatch.setattr(blocks, "_fuses_batch_norm", lambda x: request.param == "fused")
+    monkeypatch.setattr(efficient_internals, "_fuses_batch_norm", lambda x: request.param == "fused")
     return request.param
 
 
