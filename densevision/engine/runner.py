@@ -313,6 +313,10 @@ class Runner:
             self.run_logger.log({"mode": "test", "checkpoint": str(checkpoint), "precision": precision, **metrics})
         return {"checkpoint": None if checkpoint is None else str(checkpoint), **metrics}
 
+    def evaluate(self, loader: DataLoader, evaluator: Any, *, dtype: torch.dtype | None = None) -> dict[str, float]:
+        """The task's metrics on another loader, after ``test`` (an evaluator's report over more splits)."""
+        return evaluate(self.task, loader, evaluator, dist=self.dist, dtype=dtype)
+
     # -------------------------------------------------------------------------------------------------- checkpoints
 
     def state_dict(self) -> dict[str, Any]:
