@@ -4,6 +4,7 @@ Importing this package registers ``Segmentor``, ``Classifier`` and ``Detector`` 
 ``PREDICTORS``; it loads neither nibabel nor rasterio (file formats load them when such a file is read or written).
 """
 
+import densevision.early_exit.predictor  # noqa: F401  (registers EarlyExitPredictor)
 from densevision.tasks.classification import ClassificationPredictor, Classifier
 from densevision.tasks.detection import DetectionPredictor, Detector
 from densevision.tasks.segmentation import SegmentationPredictor, Segmentor
