@@ -66,8 +66,10 @@ def load_exit_thresholds(path: str | os.PathLike, *, num_exits: int, budget: flo
 
 
 def _budget_thresholds(path: Path, budgets: Any, budget: float | None) -> Any:
-    if not isinstance(budgets, list) or not budgets or not all(
-        isinstance(b, dict) and isinstance(b.get("mean_flops"), (int, float)) for b in budgets
+    if (
+        not isinstance(budgets, list)
+        or not budgets
+        or not all(isinstance(b, dict) and isinstance(b.get("mean_flops"), (int, float)) for b in budgets)
     ):
         raise ConfigError(f"{path}: 'budgets' must be a non-empty list of {{mean_flops, thresholds}}")
     cheapest, dearest = min(b["mean_flops"] for b in budgets), max(b["mean_flops"] for b in budgets)
