@@ -126,7 +126,8 @@ class EarlyExitPredictor(ClassificationPredictor):
             backend = "torch"
         self.exit_thresholds = None if exit_thresholds is None else torch.tensor(exit_thresholds, dtype=torch.float64)
         super().__init__(model, backend=backend, precision=precision, compile=compile, device=device, **options)
-        self._autocast = autocast_dtype(precision, self.device, what="precision")
+        adaptive = self.exit_thresholds is not None  # else the backend's forward carries the precision
+        self._autocast = autocast_dtype(precision, self.device, what="precision") if adaptive else None
         self._exit_flops: dict[tuple[int, ...], list[int]] = {}
 
     @classmethod
