@@ -5,6 +5,7 @@ returns every exit; tools/infer.py takes --budget and --exit-threshold."""
 import csv
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -176,9 +177,10 @@ def test_the_onnx_graph_returns_every_exit(tmp_path):
 def run(tmp_path):
     """A config, a checkpoint in a work dir with tools/test.py's calibration file, and two images."""
     dataset = dict(type="ImageFolderDataset", root="unused", pipeline=[dict(type="Normalize", mean=MEAN, std=STD)])
-    config = tmp_path / "cfg.py"
-    config.write_text(f"model = {dict(type='EarlyExitClassifier', model=TINY_MSDNET)!r}\ntest_dataset = {dataset!r}\n")
     work_dir = tmp_path / "work"
+    config = tmp_path / "cfg.py"
+    model = dict(type="EarlyExitClassifier", model=TINY_MSDNET)
+    config.write_text(f"model = {model!r}\ntest_dataset = {dataset!r}\nwork_dir = {str(work_dir)!r}\n")
     work_dir.mkdir()
     checkpoint = work_dir / "best.pth"
     meta = {"epoch": 1, "dataset_meta": {"classes": ["a", "b", "c"]}}
@@ -208,6 +210,20 @@ def test_infer_tool_predicts_adaptively_with_a_budget(run, options, exit_index):
     assert load_tool("infer").main([*args, "--backend", "torch", *options]) == 0
     rows = list(csv.DictReader(open(root / "out" / "predictions.csv")))
     assert [row["exit"] for row in rows] == [exit_index] * 2 and all(int(row["flops"]) > 0 for row in rows)
+
+
+def test_a_budget_reads_the_calibration_of_the_configs_work_dir_when_none_is_beside_the_checkpoint(run, capsys):
+    config, checkpoint, root = run
+    elsewhere = root / "elsewhere" / "model.pth"
+    elsewhere.parent.mkdir()
+    shutil.copy(checkpoint, elsewhere)
+    args = [str(config), str(elsewhere), str(root / "in"), "--out", str(root / "out"), "--device", "cpu"]
+    assert load_tool("infer").main([*args, "--backend", "torch", "--budget", "10"]) == 0
+    assert [row["exit"] for row in csv.DictReader(open(root / "out" / "predictions.csv"))] == ["0", "0"]
+    (checkpoint.parent / "exit_thresholds.json").unlink()
+    assert load_tool("infer").main([*args, "--budget", "10"]) != 0
+    message = f"calibration file {elsewhere.parent / 'exit_thresholds.json'} not found"
+    assert message in capsys.readouterr().err
 
 
 def test_infer_tool_refuses_onnxruntime_with_a_budget_in_one_line(run, capsys):
