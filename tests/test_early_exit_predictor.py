@@ -245,3 +245,18 @@ def test_infer_tool_help_lists_the_adaptive_options(run, capsys):
         load_tool("infer").main([str(config), str(checkpoint), "x.png", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "--budget FLOPS" in out and "--exit-threshold FILE" in out and "eager torch only" in out
+
+
+def test_adaptive_prediction_runs_the_exits_under_the_precisions_autocast(monkeypatch):
+    import densevision.early_exit.predictor as module
+
+    monkeypatch.setattr(module, "autocast_dtype", lambda *_, **__: torch.bfloat16)  # as on a CPU with native bf16
+    adaptive = predictor(exit_thresholds=(1.1, 1.1, 1.1), precision="bf16")
+    dtypes = []
+    adaptive.model.model.classifiers[2].register_forward_hook(lambda _m, _a, out: dtypes.append(out.dtype))
+    adaptive.predict(image(seed=1))  # the first image of a size also counts the FLOPs, in float32
+    dtypes.clear()
+    result = adaptive.predict(image())
+    reference = predictor(exit_thresholds=(1.1, 1.1, 1.1)).predict(image())
+    assert dtypes == [torch.bfloat16] and result["scores"].dtype == np.float32 and result["exit"] == 2
+    np.testing.assert_allclose(result["scores"], reference["scores"], atol=0.05)
