@@ -260,3 +260,17 @@ def test_adaptive_prediction_runs_the_exits_under_the_precisions_autocast(monkey
     reference = predictor(exit_thresholds=(1.1, 1.1, 1.1)).predict(image())
     assert dtypes == [torch.bfloat16] and result["scores"].dtype == np.float32 and result["exit"] == 2
     np.testing.assert_allclose(result["scores"], reference["scores"], atol=0.05)
+
+
+@pytest.mark.parametrize(("exit_index", "blocks_run"), [(0, ["denseblock1"]), (1, ["denseblock1", "denseblock2"])])
+def test_a_densenet_with_exits_stops_early_too(exit_index, blocks_run):
+    torch.manual_seed(0)
+    densenet = dict(type="densenet_bc", depth=10, growth_rate=4, num_classes=3, early_exits=(1, 2))
+    adaptive = predictor(
+        EarlyExitClassifier(model=densenet).eval(), exit_thresholds=[1.1] * exit_index + [0.0] * (3 - exit_index)
+    )
+    adaptive.predict(image(seed=1))  # the FLOP count's full forward
+    called = []
+    for name in ("denseblock1", "denseblock2", "denseblock3"):
+        getattr(adaptive.model.model.features, name).register_forward_hook(lambda *_, n=name: called.append(n))
+    assert adaptive.predict(image())["exit"] == exit_index and called == blocks_run
