@@ -150,7 +150,7 @@ class EarlyExitPredictor(ClassificationPredictor):
             metavar="FLOPS",
             help="adaptive prediction (eager torch only): the calibrated thresholds of the largest budget whose val "
             "mean multiply-adds per image are at most FLOPS (from --exit-threshold, default the "
-            f"{REPORT_FILES['thresholds']} beside the checkpoint)",
+            f"{REPORT_FILES['thresholds']} beside the checkpoint, else in the config's work_dir)",
         )
         parser.add_argument(
             "--exit-threshold",
