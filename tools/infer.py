@@ -4,7 +4,8 @@ INPUT is an image file, a folder of images or a glob pattern (quote it: ``'data/
 on the task the config trains: segmentation writes ``<stem>_mask.png`` (class indices), ``<stem>_color.png`` and
 ``<stem>_overlay.png`` per image (``--tile-size`` predicts large images in overlapping tiles, chosen by itself for
 images of more than ``--max-pixels``); classification writes
-``predictions.csv``; detection draws boxes into ``<stem>_boxes.png`` and writes ``results.json`` (COCO format).
+``predictions.csv`` (early-exit models add the exit and FLOPs per image; ``--budget`` predicts adaptively, on torch
+only); detection draws boxes into ``<stem>_boxes.png`` and writes ``results.json`` (COCO format).
 ``python tools/infer.py CONFIG CHECKPOINT INPUT --help`` lists the options of the config's task. Images are prepared
 (normalised) as the dataset of the config's test loader does (else val's, else train's), ``--cfg-options`` included.
 

@@ -25,11 +25,13 @@ class EarlyExitClassifier(Task):
     ``loss`` is ``sum_k exit_weights[k] * loss_fn(exit k)`` (the paper's equal weights of 1 by default), and each
     exit's own loss is logged as ``loss/exit{k}``. ``predict`` answers from exit ``predict_exit`` (default the last)
     and also returns every exit's scores (``exit_scores``, exits × K) for per-exit accuracy and budgeted evaluation.
-    ``forward`` returns only the chosen exit's logits, computing no deeper block, so the classification predictor and
-    the ONNX export take this task as they take ``Classifier``.
+    ``forward`` returns only the chosen exit's logits, computing no deeper block. The ONNX graph and every inference
+    backend compute ``export_forward``: every exit's logits, outputs ``exit0`` … ``exit{K-1}`` (one graph serves
+    each exit, and a caller that wants one reads its output); ``EarlyExitPredictor`` answers from them, or, for
+    adaptive prediction, runs the exits one by one in torch (``model.iter_exits``).
     """
 
-    predictor = "ClassificationPredictor"  # densevision.inference: a predictions.csv of the chosen exit's classes
+    predictor = "EarlyExitPredictor"  # densevision.early_exit.predictor: predictions.csv with the exit and its FLOPs
 
     def __init__(
         self,
@@ -87,9 +89,21 @@ class EarlyExitClassifier(Task):
         weights = ", ".join(f"{w:g}" for w in self.exit_weights)
         return f"early exits: {self.num_exits}, loss weights ({weights}); predictions from exit {self.predict_exit}"
 
-    def forward(self, images: Tensor) -> Tensor:
-        """The chosen exit's logits; deeper blocks do not run."""
+    def forward(self, images: Tensor, *, every_exit: bool = False) -> Tensor | tuple[Tensor, ...]:
+        """The chosen exit's logits, deeper blocks not run; with ``every_exit``, every exit's logits (a call of the
+        task, so the inference backends' hooks, autocast and channels_last, apply to it)."""
+        if every_exit:
+            return tuple(self.model(images))
         return self.model(images, num_exits=self.predict_exit + 1)[-1]
+
+    @property
+    def export_outputs(self) -> tuple[str, ...]:
+        """ONNX output names: one per exit, shallowest first."""
+        return tuple(f"exit{k}" for k in range(self.num_exits))
+
+    def export_forward(self, images: Tensor) -> tuple[Tensor, ...]:
+        """Every exit's logits, as the ONNX graph returns them."""
+        return self(images, every_exit=True)
 
     def exit_logits(self, images: Tensor) -> list[Tensor]:
         """Every exit's N×K logits, shallowest first."""

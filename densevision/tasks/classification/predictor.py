@@ -79,12 +79,22 @@ class ClassificationPredictor(Predictor):
         """One row of ``predictions.csv`` (label, class and score, then the other top-k), flushed as it comes so an
         interrupted run keeps what it predicted."""
         if self._csv is None:
-            header = ["image", "label", "class", "score"]
-            for rank in range(2, self.top_k + 1):
-                header += [f"top{rank}_label", f"top{rank}_class", f"top{rank}_score"]
             self._csv = open(out_dir / PREDICTIONS_CSV, "w", newline="")
-            csv.writer(self._csv).writerow(header)
-        row: list = [
+            csv.writer(self._csv).writerow(self.csv_columns())
+        csv.writer(self._csv).writerow(self.csv_values(path, prediction))
+        self._csv.flush()
+        return []
+
+    def csv_columns(self) -> list[str]:
+        """The header of ``predictions.csv``; a subclass that records more per image appends its columns."""
+        header = ["image", "label", "class", "score"]
+        for rank in range(2, self.top_k + 1):
+            header += [f"top{rank}_label", f"top{rank}_class", f"top{rank}_score"]
+        return header
+
+    def csv_values(self, path: Path, prediction: Mapping[str, Any]) -> list[Any]:
+        """One image's row of ``predictions.csv``, in the order of ``csv_columns``."""
+        row: list[Any] = [
             str(path),
             prediction["label"],
             self.classes[prediction["label"]],
@@ -92,9 +102,7 @@ class ClassificationPredictor(Predictor):
         ]
         for label, score in prediction["top_k"][1:]:
             row += [label, self.classes[label], f"{score:.6f}"]
-        csv.writer(self._csv).writerow(row)
-        self._csv.flush()
-        return []
+        return row
 
     def finish(self, out_dir: Path) -> list[Path]:
         if self._csv is None:
@@ -106,10 +114,17 @@ class ClassificationPredictor(Predictor):
     @torch.inference_mode()
     def predict(self, image: np.ndarray) -> dict[str, Any]:
         """``label`` (int), ``scores`` (num_classes float32 softmax) and ``top_k`` [(label, score), ...] best first."""
+        return self.classify(self.forward(self.input_tensor(image)))
+
+    def input_tensor(self, image: np.ndarray) -> Tensor:
+        """The image as the network's 1×C×H×W input: normalised, resized to ``input_size`` when set."""
         tensor = self.to_tensor(image)[None]
         if self.input_size is not None and tuple(tensor.shape[-2:]) != self.input_size:
             tensor = F.interpolate(tensor, size=self.input_size, mode="bilinear", align_corners=False, antialias=True)
-        logits = self.forward(tensor)
+        return tensor
+
+    def classify(self, logits: Any) -> dict[str, Any]:
+        """``predict``'s results from one image's 1×num_classes logits."""
         if not isinstance(logits, Tensor) or tuple(logits.shape) != (1, self.num_classes):
             shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
             raise ValueError(f"{type(self.model).__name__} returned {shape}; expected N×{self.num_classes} logits")
