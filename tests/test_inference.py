@@ -460,6 +460,7 @@ def test_a_large_image_is_tiled_automatically_and_matches_whole_image_prediction
     auto = _segmenter()  # default max_pixels: 1024×1024
     whole = _segmenter(max_pixels=None)
     whole.model.load_state_dict(auto.model.state_dict())
+    caplog.clear()  # what the predictors' construction logged (when another test left the logger at INFO)
     with caplog.at_level(logging.INFO, logger="densevision"):
         tiled_result = auto.predict(image)
         auto.predict(image)
