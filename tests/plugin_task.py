@@ -27,7 +27,7 @@ from densevision.registry import DATASETS, METRICS, PREDICTORS, TASKS
 BRIGHTNESS_CSV = "brightness.csv"
 
 
-@DATASETS.register_module(name="PluginBrightnessImages")
+@DATASETS.register_module(name="PluginBrightnessImages", force=True)
 class BrightnessImages(DenseDataset):
     """``num_samples`` noisy grey ``size``² RGB PNGs per split under ``root/<split>/``, written once (seeded by the
     split) and read back like any image folder; the target is the image's mean pixel value over 255."""
@@ -66,7 +66,7 @@ class BrightnessImages(DenseDataset):
         }
 
 
-@TASKS.register_module(name="PluginBrightnessRegressor")
+@TASKS.register_module(name="PluginBrightnessRegressor", force=True)
 class BrightnessRegressor(Task):
     """A 3×3 convolution, global average pooling and a linear layer to one value in (0, 1); squared-error loss."""
 
@@ -88,7 +88,7 @@ class BrightnessRegressor(Task):
         return [{"brightness": float(value)} for value in self(batch["image"])[:, 0]]
 
 
-@METRICS.register_module(name="PluginMeanAbsoluteError")
+@METRICS.register_module(name="PluginMeanAbsoluteError", force=True)
 class MeanAbsoluteError(Metric):
     """Mean absolute brightness error over the split; its two sums add up across processes."""
 
@@ -110,7 +110,7 @@ class MeanAbsoluteError(Metric):
         return {"mae": float(self.error_sum / self.count.clamp(min=1))}
 
 
-@PREDICTORS.register_module(name="PluginBrightnessPredictor")
+@PREDICTORS.register_module(name="PluginBrightnessPredictor", force=True)
 class BrightnessPredictor(Predictor):
     """The brightness of each image file, one row of ``brightness.csv`` per image."""
 
