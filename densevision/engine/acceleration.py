@@ -76,22 +76,22 @@ class TrainingAcceleration:
         options = self.compile or {}
         return options.get("mode") in _WITHOUT_CUDA_GRAPHS or bool(options.get("options", {}).get("triton.cudagraphs"))
 
-    def apply(self, task: nn.Module) -> None:
-        """Channels-last parameters, then each direct submodule compiled in place (draws no random numbers)."""
+    def apply(self, task: nn.Module) -> list[str]:
+        """Channels-last parameters, then each direct submodule compiled in place (draws no random numbers); returns
+        what it did, for the run's log."""
+        done = []
         if self.channels_last:
             task.to(memory_format=torch.channels_last)
+            done.append("training channels-last")
         if self.compile is None:
-            return
+            return done
         self._compiled = list(task.children())
         if not self._compiled:
             raise ConfigError(f"train_cfg.compile: task {type(task).__name__} has no submodules to compile")
         self._compile_children(self.compile)
-        logger.info(
-            "compiling %s of %s with torch.compile(%s)",
-            ", ".join(name for name, _ in task.named_children()),
-            type(task).__name__,
-            ", ".join(f"{k}={v!r}" for k, v in self.compile.items()),
-        )
+        names = ", ".join(name for name, _ in task.named_children())
+        options = ", ".join(f"{k}={v!r}" for k, v in self.compile.items())
+        return [*done, f"compiling {names} of {type(task).__name__} with torch.compile({options})"]
 
     def prepare_batch(self, batch: Any) -> Any:
         """The batch with its images channels-last (when asked); watches the image shape while CUDA graphs are on."""

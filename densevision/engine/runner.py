@@ -202,7 +202,7 @@ class Runner:
         if resume_from is None and self.cfg.get("load_from"):
             self._load_initial_weights(Path(self.cfg["load_from"]))
         self.acceleration = acceleration.TrainingAcceleration.from_train_cfg(self.settings.train_cfg)
-        self.acceleration.apply(self.task)
+        startup += self.acceleration.apply(self.task)
         self.optim_wrapper = build_optim_wrapper(self.task, _section_or_fail(self.cfg, "optim_wrapper"), self.device)
         self.param_schedulers = ParamSchedulers(self.optim_wrapper.optimizer, self.cfg.get("param_scheduler"))
         if checkpoint is not None:

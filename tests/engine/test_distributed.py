@@ -37,19 +37,19 @@ def test_evaluation_shards_cover_every_sample_once(length, world_size):
     assert sorted(i for shard in shards for i in shard) == list(range(length))
 
 
-def ddp_config(work_dir, batch_size: int, **overrides):
+def ddp_config(work_dir, batch_size: int, compile=False, **overrides):
     """No BatchNorm in the toy model and no shuffling: 2 processes × batch 2 see what 1 process × batch 4 sees."""
-    cfg = toy_config(work_dir, train_cfg=dict(max_epochs=2, val_interval=1), **overrides)
+    cfg = toy_config(work_dir, train_cfg=dict(max_epochs=2, val_interval=1, compile=compile), **overrides)
     cfg["train_dataloader"].update(batch_size=batch_size, shuffle=False)
     return cfg
 
 
-def _train_in_process_group(rank: int, world_size: int, port: int, work_dir: str) -> None:
+def _train_in_process_group(rank: int, world_size: int, port: int, work_dir: str, compile) -> None:
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank)
     )
     torch.set_num_threads(1)
-    run_training(Config(ddp_config(work_dir, batch_size=2, launcher="pytorch")))
+    run_training(Config(ddp_config(work_dir, batch_size=2, compile=compile, launcher="pytorch")))
 
 
 def free_port() -> int:
@@ -58,9 +58,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path):
+# train_cfg.compile under DDP: the task's submodules compiled in place inside the DDP wrapper (dynamo's DDPOptimizer
+# splits the graph at gradient buckets); aot_eager traces forward and backward as inductor does, without its C++ build.
+@pytest.mark.parametrize("compile", [False, {"backend": "aot_eager"}], ids=["eager", "compiled"])
+def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path, compile):
     Runner(ddp_config(tmp_path / "single", batch_size=4)).train()
-    mp.spawn(_train_in_process_group, args=(2, free_port(), str(tmp_path / "ddp")), nprocs=2, join=True)
+    mp.spawn(_train_in_process_group, args=(2, free_port(), str(tmp_path / "ddp"), compile), nprocs=2, join=True)
 
     single, ddp = load_checkpoint(tmp_path / "single" / "last.pth"), load_checkpoint(tmp_path / "ddp" / "last.pth")
     toy_meta = ToySegmentation().metainfo
@@ -78,3 +81,7 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
 
     assert logged("ddp") == pytest.approx(logged("single"), abs=1e-5)
     assert len(logged("ddp")) == 4
+    assert (
+        "compiling body of ToySegmentor with torch.compile(backend='aot_eager')"
+        in (tmp_path / "ddp" / "run.log").read_text()
+    ) == bool(compile)
