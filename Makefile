@@ -18,7 +18,7 @@ DEMO_DIR := work_dirs/demo
 DETECTION_CONFIG := configs/quickstart_shapes_detection.py
 DETECTION_DIR := work_dirs/demo_detection
 
-.PHONY: install demo demo-detection test lint clean
+.PHONY: install demo demo-detection test lint clean gpu-wheels
 
 install: $(PKG_STAMP)
 
@@ -56,6 +56,16 @@ test: install
 
 lint: install
 	$(PY) -m ruff check densevision tools tests configs
+
+# Wheels of the packages a lent GPU machine lacks (Python 3.12, x86-64), at this venv's versions, for
+# tools/gpu_checks.sh: carry .gpu there (git ignores it via .git/info/exclude).
+GPU_WHEELS := albumentations albucore pydantic pydantic-core annotated-types typing-inspection simsimd stringzilla pycocotools
+GPU_PLATFORMS := manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_24_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64
+gpu-wheels: install
+	grep -qx '/.gpu/' .git/info/exclude || echo /.gpu/ >> .git/info/exclude
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		$(addprefix --platform ,$(GPU_PLATFORMS)) -d .gpu/whl \
+		$$($(PY) -m pip show $(GPU_WHEELS) | awk '/^Name:/ {name = $$2} /^Version:/ {print name "==" $$2}')
 
 clean:
 	rm -rf .install-stamp-* work_dirs/demo work_dirs/demo_detection

@@ -3,6 +3,8 @@ Only that it runs and reports is tested here, never how fast."""
 
 import json
 
+import torch
+
 from tests.tool_loader import load_tool
 
 
@@ -46,6 +48,7 @@ def test_training_records_carry_saved_and_peak_memory(tmp_path, capsys):
     (record,) = json.loads(path.read_text())
     assert record["variant"] == "6 layers" and record["precision"] == "fp32"
     assert record["ms/step"] > 0 and record["saved MiB"] > 0 and record["peak RSS MiB"] > record["saved MiB"]
+    assert record["GPU-path ops/step"] > 6 * 8  # forward and backward: at least 4 operators each way per layer
     assert set(_rows(capsys.readouterr().out)) == {"6 layers"}
 
 
@@ -88,4 +91,14 @@ def test_task_level_training_goes_through_the_tasks_loss_compiled_or_not(tmp_pat
         assert profile["host self ms/step"] > 0 and profile["kernel launches/step"] == 0  # CPU: no device kernels
         assert profile["top host ops (self ms/step, calls/step)"][0][0].startswith(("aten::", "Torch-Compiled", "##"))
     assert records["tiny bf16 memory_efficient"]["saved MiB"] > 0
+    # the meta device runs neither autocast nor compiled graphs
+    assert records["tiny bf16 memory_efficient"]["GPU-path ops/step"] is None
+    assert records["tiny compile"]["GPU-path ops/step"] is None
     assert "saved MiB" not in records["tiny compile"]  # compiled graphs save what autograd's hooks do not see
+
+
+def test_gpu_path_operators_of_a_step_that_reads_values_are_left_out():
+    benchmark = load_tool("benchmark")
+    images = torch.randn(2, 3, 300, 300)
+    assert benchmark.gpu_path_operators(benchmark.dsod300_train()["dsod300"], images) is None  # prior matching
+    assert benchmark.gpu_path_operators(benchmark.tiny_train()["tiny"], images[..., :48, :48]) > 100

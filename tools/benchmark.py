@@ -57,7 +57,7 @@ from densevision.engine.acceleration import TrainingAcceleration  # noqa: E402
 from densevision.export import export_and_check, output_names  # noqa: E402
 from densevision.models.blocks import DenseBlock  # noqa: E402
 from densevision.precision import autocast_dtype, autocast_forward  # noqa: E402
-from densevision.profiling import saved_tensor_bytes  # noqa: E402
+from densevision.profiling import dispatched_operators, saved_tensor_bytes  # noqa: E402
 from densevision.registry import TASKS  # noqa: E402
 from densevision.tasks import Detector  # noqa: E402
 
@@ -193,18 +193,19 @@ def _task_batch(task: nn.Module, images: torch.Tensor, generator: torch.Generato
     return {"image": images, "mask": torch.randint(0, classes, (n, height, width), device=device, generator=generator)}
 
 
-def time_training(variant: TrainVariant, args: argparse.Namespace) -> dict[str, Any]:
-    device = torch.device(args.device)
+def _training_step(
+    variant: TrainVariant, device: torch.device, images: torch.Tensor, generator: torch.Generator
+) -> Callable[[], None]:
+    """A new model of ``variant`` on ``device`` and its training step (forward, loss, backward, SGD) on a fixed batch
+    shaped like ``images``."""
     torch.manual_seed(0)
     model = variant.build().to(device).train()
     acceleration = TrainingAcceleration(compile=variant.compile, channels_last=variant.channels_last)
     acceleration.apply(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    size = args.image_size or TRAIN_IMAGE_SIZES.get(args.benchmark, 224)
-    images = torch.randn(args.batch_size or 8, 3, size, size, device=device)
-    generator = torch.Generator(device).manual_seed(0)
     dtype = autocast_dtype(variant.precision, device, what="precision")
     task = hasattr(model, "loss")
+    images = images.to(device)
     batch = acceleration.prepare_batch(_task_batch(model, images, generator) if task else {"image": images})
 
     def step() -> None:
@@ -221,6 +222,32 @@ def time_training(variant: TrainVariant, args: argparse.Namespace) -> dict[str, 
         loss.backward()
         optimizer.step()
 
+    return step
+
+
+def gpu_path_operators(variant: TrainVariant, images: torch.Tensor) -> float | None:
+    """The operators one float32 eager training step dispatches on the CUDA code path, counted on the meta device (no
+    kernels run, any machine): about one GPU launch each. ``None`` for compiled or mixed-precision variants (autocast
+    and compiled graphs do not run on meta) and for steps that read tensor values (a detector's prior matching)."""
+    if variant.compile or variant.precision != "fp32":
+        return None
+    meta = torch.device("meta")
+    try:
+        step = _training_step(variant, meta, images.to(meta), torch.Generator().manual_seed(0))
+        step()  # the first step creates the gradients and the momentum buffers
+        return float(sum(dispatched_operators(step).values()))
+    except (RuntimeError, NotImplementedError) as error:  # "Tensor.item() cannot be called on meta tensors"
+        if "meta" not in str(error):
+            raise
+        return None
+
+
+def time_training(variant: TrainVariant, args: argparse.Namespace) -> dict[str, Any]:
+    device = torch.device(args.device)
+    size = args.image_size or TRAIN_IMAGE_SIZES.get(args.benchmark, 224)
+    images = torch.randn(args.batch_size or 8, 3, size, size, generator=torch.Generator().manual_seed(0))
+    dtype = autocast_dtype(variant.precision, device, what="precision")
+    step = _training_step(variant, device, images, torch.Generator(device).manual_seed(0))
     for _ in range(args.warmup):
         step()
     if device.type == "cuda":
@@ -240,6 +267,7 @@ def time_training(variant: TrainVariant, args: argparse.Namespace) -> dict[str, 
         result["saved MiB"] = saved_tensor_bytes(step) / 2**20
     if args.profile:
         result["profile"] = profile_steps(step, device, args.profile)
+    result["GPU-path ops/step"] = gpu_path_operators(variant, images)
     result["precision"] = variant.precision if dtype is not None else "fp32"
     result["input_size"] = [size, size]
     return result
@@ -565,9 +593,10 @@ def format_table(rows: dict[str, dict[str, float | None]]) -> str:
 
 
 def _cell(value: Any, column: str) -> str:
+    width = max(12, len(column))
     if value is None:
-        return f"{'-':>12}"
-    return f"{value:>12.1e}" if "diff" in column else f"{value:>12.1f}"
+        return f"{'-':>{width}}"
+    return f"{value:>{width}.1e}" if "diff" in column else f"{value:>{width}.1f}"
 
 
 TABLE_COLUMNS = (
@@ -577,6 +606,7 @@ TABLE_COLUMNS = (
     "cpu ms/batch",
     "max |diff|",
     "saved MiB",
+    "GPU-path ops/step",
     "peak MiB",
     "added RSS MiB",
     "peak RSS MiB",

@@ -6,7 +6,7 @@ from torch import nn
 
 from densevision.models import memory_efficient as efficient_internals
 from densevision.models.blocks import DenseBlock, DenseLayer, Transition, make_act
-from densevision.profiling import saved_tensor_bytes
+from densevision.profiling import dispatched_operators, saved_tensor_bytes
 
 # The memory-efficient kernels differ by device (CUDA's batch norm writes its saved statistics even in eval mode).
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
@@ -179,6 +179,38 @@ def test_training_memory_is_quadratic_in_depth_plain_and_linear_memory_efficient
     beyond_linear = [plain[1] - 2 * plain[0], plain[2] - 2 * plain[1]]
     assert beyond_linear[0] > 0.2 * plain[1] and beyond_linear[1] == 4 * beyond_linear[0]
     assert efficient[2] < plain[2] / 2
+
+
+def _training_step_operators(model: nn.Module, x: torch.Tensor) -> int:
+    """Operators (about one GPU launch each) of a training step on the meta device, which takes the CUDA code path
+    (BatchNorm's fused kernel) without running kernels; a first step first, so .grad accumulation counts as in training.
+    """
+    model, x = model.to("meta").train(), x.to("meta")
+    model(x).sum().backward()
+    return sum(dispatched_operators(lambda: model(x).sum().backward()).values())
+
+
+def test_memory_efficient_training_launches_grow_linearly_with_depth_and_stay_below_plain():
+    """Launch-bound GPUs wait on the operators a step dispatches: plain mode sums each map's gradient from every later
+    layer (quadratic in depth), memory-efficient mode adds each layer's input gradient into one buffer (linear)."""
+    x = torch.randn(2, 4, 16, 16)
+    depths = (4, 8, 16)
+    plain, efficient = (
+        [_training_step_operators(_block(memory_efficient=m, num_layers=d, in_channels=4).float(), x) for d in depths]
+        for m in (False, True)
+    )
+    assert efficient[2] - efficient[1] == 2 * (efficient[1] - efficient[0])  # a + bL
+    assert plain[2] - plain[1] > 2 * (plain[1] - plain[0]) > 0  # each doubling adds more than twice the last one's
+    assert efficient[2] < plain[2], (efficient, plain)  # recomputation's launches are paid back by 16 layers
+
+
+def test_memory_efficient_densenet121_dispatches_fewer_operators_than_torchvisions_plain_step():
+    torchvision = pytest.importorskip("torchvision")
+    from densevision.models.densenet import densenet121
+
+    x = torch.randn(2, 3, 64, 64)
+    reference = _training_step_operators(torchvision.models.densenet121(), x)
+    assert _training_step_operators(densenet121(memory_efficient=True), x) < reference
 
 
 def test_memory_efficient_output_is_the_buffer_the_layers_keep():
