@@ -3,9 +3,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torchvision.models.detection._utils import SSDMatcher
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.image_list import ImageList
-from torchvision.ops import box_convert
+from torchvision.ops import box_convert, box_iou
 
 import densevision
 from densevision.models.dsod import SSD
@@ -114,7 +115,7 @@ def test_multibox_loss_matches_mines_three_negatives_per_positive_and_normalises
     loc.requires_grad_(True)
     out = loss_fn(loc, conf, PRIORS, [GT_BOX], [torch.tensor([1])])
 
-    _, labels = loss_fn.match(box_convert(PRIORS, "cxcywh", "xyxy"), GT_BOX, torch.tensor([1]), 3)
+    _, (labels,) = loss_fn.match(box_convert(PRIORS, "cxcywh", "xyxy"), [GT_BOX], [torch.tensor([1])], 3)
     assert labels.tolist() == [2, 2] + [0] * 8  # two positives (IoU 1 and 0.68), foreground label 1 -> channel 2
 
     ce = F.cross_entropy(conf.detach()[0], labels, reduction="none")
@@ -166,6 +167,49 @@ def test_multibox_loss_drops_zero_area_boxes_and_rejects_bad_labels():
     assert torch.isfinite(out["loss"]) and out["loss_loc"] == 0
     with pytest.raises(ValueError, match=r"labels must be foreground labels 0\.\.1"):
         loss_fn(loc, conf, PRIORS, [GT_BOX], [torch.tensor([2])])
+
+
+def _random_boxes(generator: torch.Generator, count: int) -> torch.Tensor:
+    corners = torch.rand(count, 2, generator=generator) * 0.8
+    boxes = torch.cat([corners, corners + 0.05 + torch.rand(count, 2, generator=generator) * 0.4], 1)
+    boxes[::3, 2] = boxes[::3, 0]  # every third box has zero width
+    return boxes
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_batched_matching_equals_torchvisions_ssd_matcher_image_by_image(seed):
+    """Ground-truth counts 0 to 7 per image, zero-area boxes among them, priors dense enough that one ground truth is
+    several priors' best and priors are several ground truths' best."""
+    generator = torch.Generator().manual_seed(seed)
+    priors = torch.cat([torch.rand(60, 2, generator=generator), 0.05 + torch.rand(60, 2, generator=generator) * 0.4], 1)
+    anchors = box_convert(priors, "cxcywh", "xyxy")
+    counts = torch.randint(0, 8, (5,), generator=generator).tolist()
+    boxes = [_random_boxes(generator, count) for count in counts]
+    labels = [torch.randint(0, 4, (count,), generator=generator) for count in counts]
+    target_boxes, target_labels = MultiBoxLoss(iou_threshold=0.3).match(anchors, boxes, labels, 5)
+
+    matcher = SSDMatcher(0.3)
+    for image, (b, lab) in enumerate(zip(boxes, labels, strict=True)):
+        valid = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+        b, lab = b[valid], lab[valid]
+        if not len(b):
+            assert target_labels[image].eq(0).all()
+            continue
+        matches = matcher(box_iou(b, anchors))
+        expected = torch.where(matches >= 0, lab[matches.clamp(min=0)] + 1, 0)
+        assert target_labels[image].tolist() == expected.tolist()
+        matched = matches >= 0
+        torch.testing.assert_close(target_boxes[image][matched], b[matches[matched]], rtol=0, atol=0)
+
+
+def test_multibox_loss_compiles_to_one_graph():
+    """No branch on values and no boolean indexing: nothing for a GPU to wait on, one graph for CUDA graphs."""
+    generator = torch.Generator().manual_seed(0)
+    loc, conf = torch.randn(3, len(PRIORS), 4), torch.randn(3, len(PRIORS), 3)
+    boxes = [GT_BOX, torch.zeros(0, 4), _random_boxes(generator, 4)]
+    labels = [torch.tensor([1]), torch.zeros(0, dtype=torch.int64), torch.tensor([0, 1, 1, 0])]
+    explanation = torch._dynamo.explain(MultiBoxLoss())(loc, conf, PRIORS, boxes, labels)
+    assert explanation.graph_break_count == 0 and explanation.graph_count == 1, explanation.break_reasons
 
 
 # --- postprocess --------------------------------------------------------------------------------------------------

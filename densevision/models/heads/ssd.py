@@ -15,8 +15,9 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.models.detection._utils import BoxCoder, SSDMatcher
-from torchvision.ops import batched_nms, box_convert, box_iou
+from torch.nn.utils.rnn import pad_sequence
+from torchvision.models.detection._utils import BoxCoder
+from torchvision.ops import batched_nms, box_convert
 
 from densevision.models.blocks import NormLayer
 from densevision.registry import HEADS, LOSSES
@@ -223,32 +224,53 @@ class MultiBoxLoss(nn.Module):
             raise ValueError(f"MultiBoxLoss iou_threshold must be in (0, 1], got {iou_threshold}")
         if neg_pos_ratio < 0:
             raise ValueError(f"MultiBoxLoss neg_pos_ratio must be >= 0, got {neg_pos_ratio}")
-        self.matcher = SSDMatcher(iou_threshold)
+        self.iou_threshold = float(iou_threshold)
         # Read by the Detector for decoding too: one value for encoding targets and decoding predictions.
         self.box_coder_weights = tuple(float(w) for w in box_coder_weights)
         self.box_coder = BoxCoder(self.box_coder_weights)
         self.neg_pos_ratio = float(neg_pos_ratio)
         self.loc_weight = float(loc_weight)
 
-    def match(self, anchors: Tensor, boxes: Tensor, labels: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
-        """One image's targets: matched ground-truth box (P×4, xyxy) and conf class (P, 0 = background) per prior."""
-        if boxes.dim() != 2 or boxes.shape[-1] != 4 or labels.shape != boxes.shape[:1]:
-            raise ValueError(
-                f"MultiBoxLoss expects n×4 boxes and n labels per image, got {tuple(boxes.shape)} and "
-                f"{tuple(labels.shape)}"
-            )
-        if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes - 1):
-            raise ValueError(
-                f"MultiBoxLoss labels must be foreground labels 0..{num_classes - 2} (the model predicts "
-                f"{num_classes} classes with background), got {labels.unique().tolist()}"
-            )
-        valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        boxes, labels = boxes[valid], labels[valid]
-        if not len(boxes):
-            return anchors.new_zeros(anchors.shape), labels.new_zeros(len(anchors))
-        matches = self.matcher(box_iou(boxes, anchors))
+    def match(
+        self, anchors: Tensor, boxes: Sequence[Tensor], labels: Sequence[Tensor], num_classes: int
+    ) -> tuple[Tensor, Tensor]:
+        """Every image's targets at once: matched ground-truth box (N×P×4, xyxy) and conf class (N×P, 0 = background)
+        per prior, as torchvision's ``SSDMatcher`` gives image by image (a ground truth that is several priors' best
+        keeps the last of them; zero-area boxes match nothing).
+
+        The ground truths are padded to the batch's largest count and matched by tensor arithmetic alone: no boolean
+        indexing or branch on values, so a GPU never waits for the host and the compiled loss is one graph.
+        """
+        n, p = len(boxes), len(anchors)
+        for b, lab in zip(boxes, labels, strict=True):
+            if b.dim() != 2 or b.shape[-1] != 4 or lab.shape != b.shape[:1]:
+                raise ValueError(
+                    f"MultiBoxLoss expects n×4 boxes and n labels per image, got {tuple(b.shape)} and "
+                    f"{tuple(lab.shape)}"
+                )
+        if max(map(len, boxes), default=0) == 0:
+            return anchors.new_zeros((n, p, 4)), torch.zeros((n, p), dtype=torch.int64, device=anchors.device)
+        gt_boxes = pad_sequence([b.to(anchors).detach() for b in boxes], batch_first=True)  # N×M×4
+        gt_labels = pad_sequence([lab.to(anchors.device, torch.int64) for lab in labels], batch_first=True)  # N×M
+        if not torch.compiler.is_compiling():  # a compiled loss takes the labels as they come: no host round trip
+            _check_labels(gt_labels, num_classes)
+        # padding rows are zero boxes: zero-area, so invalid like the degenerate boxes a dataset may hold
+        valid = (gt_boxes[..., 2] > gt_boxes[..., 0]) & (gt_boxes[..., 3] > gt_boxes[..., 1])  # N×M
+        iou = _batched_box_iou(gt_boxes, anchors).masked_fill(~valid.unsqueeze(2), -1.0)  # N×M×P
+
+        best_iou, best_gt = iou.max(1)  # each prior's best ground truth
+        matches = torch.where(best_iou >= self.iou_threshold, best_gt, -1)
+        # each valid ground truth also takes its best prior; invalid ones write into a spare column P, dropped after
+        best_prior = torch.where(valid, iou.argmax(2), p)  # N×M
+        gt_index = torch.arange(gt_boxes.shape[1], device=anchors.device).expand_as(best_prior)
+        forced = torch.full((n, p + 1), -1, dtype=torch.int64, device=anchors.device)
+        forced = forced.scatter_reduce(1, best_prior, gt_index, reduce="amax")[:, :p]  # the last ground truth wins
+        matches = torch.where(forced >= 0, forced, matches)
+
         matched = matches.clamp(min=0)
-        return boxes[matched], torch.where(matches >= 0, labels[matched] + 1, 0)
+        target_boxes = gt_boxes.gather(1, matched.unsqueeze(2).expand(n, p, 4))
+        target_labels = torch.where(matches >= 0, gt_labels.gather(1, matched) + 1, 0)
+        return target_boxes, target_labels
 
     def forward(
         self, loc: Tensor, conf: Tensor, priors: Tensor, boxes: Sequence[Tensor], labels: Sequence[Tensor]
@@ -261,18 +283,15 @@ class MultiBoxLoss(nn.Module):
                 f"{len(labels)} label lists"
             )
         loc, conf = loc.float(), conf.float()
-        anchors = box_convert(priors.float(), "cxcywh", "xyxy")
-        targets = [
-            self.match(anchors, b.to(anchors).detach(), lab.to(conf.device, torch.int64), num_classes)
-            for b, lab in zip(boxes, labels)
-        ]
-        target_boxes = torch.stack([t[0] for t in targets])
-        target_labels = torch.stack([t[1] for t in targets])
+        anchors = box_convert(priors.float(), "cxcywh", "xyxy").expand(n, p, 4)
+        target_boxes, target_labels = self.match(anchors[0], boxes, labels, num_classes)
 
         positive = target_labels > 0
         num_positive = positive.sum(1)
-        encoded = self.box_coder.encode_single(target_boxes[positive], anchors.expand(n, p, 4)[positive])
-        loss_loc = F.smooth_l1_loss(loc[positive], encoded, reduction="sum")
+        # background priors are encoded against themselves (finite offsets) and masked out of the sum
+        safe_targets = torch.where(positive.unsqueeze(2), target_boxes, anchors)
+        encoded = self.box_coder.encode_single(safe_targets.reshape(-1, 4), anchors.reshape(-1, 4)).view(n, p, 4)
+        loss_loc = (F.smooth_l1_loss(loc, encoded, reduction="none").sum(2) * positive).sum()
 
         ce = F.cross_entropy(conf.flatten(0, 1), target_labels.flatten(), reduction="none").view(n, p)
         mining = ce.detach().masked_fill(positive, -math.inf)
@@ -280,9 +299,30 @@ class MultiBoxLoss(nn.Module):
         num_negative = self.neg_pos_ratio * num_positive.clamp(min=1)
         negative = (rank < num_negative[:, None]) & ~positive
         normaliser = num_positive.clamp(min=1).sum()
-        loss_conf = ce[positive | negative].sum() / normaliser
+        loss_conf = (ce * (positive | negative)).sum() / normaliser
         loss_loc = loss_loc / normaliser
         return {"loss": self.loc_weight * loss_loc + loss_conf, "loss_loc": loss_loc, "loss_conf": loss_conf}
+
+
+def _check_labels(labels: Tensor, num_classes: int) -> None:
+    """Foreground labels ``0..num_classes-2`` (padding is 0), checked with one transfer to the host per batch."""
+    low, high = torch.stack(torch.aminmax(labels)).tolist()
+    if low < 0 or high >= num_classes - 1:
+        raise ValueError(
+            f"MultiBoxLoss labels must be foreground labels 0..{num_classes - 2} (the model predicts "
+            f"{num_classes} classes with background), got {labels.unique().tolist()}"
+        )
+
+
+def _batched_box_iou(boxes: Tensor, anchors: Tensor) -> Tensor:
+    """IoU of each image's boxes (N×M×4) with the anchors (P×4), both xyxy: N×M×P, as ``torchvision.ops.box_iou``."""
+    area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+    anchor_area = (anchors[:, 2] - anchors[:, 0]) * (anchors[:, 3] - anchors[:, 1])
+    top_left = torch.max(boxes[..., None, :2], anchors[:, :2])
+    bottom_right = torch.min(boxes[..., None, 2:], anchors[:, 2:])
+    wh = (bottom_right - top_left).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    return inter / (area[..., None] + anchor_area - inter)
 
 
 def decode(
