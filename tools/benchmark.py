@@ -228,7 +228,8 @@ def _training_step(
 def gpu_path_operators(variant: TrainVariant, images: torch.Tensor) -> float | None:
     """The operators one float32 eager training step dispatches on the CUDA code path, counted on the meta device (no
     kernels run, any machine): about one GPU launch each. ``None`` for compiled or mixed-precision variants (autocast
-    and compiled graphs do not run on meta) and for steps that read tensor values (a detector's prior matching)."""
+    and compiled graphs do not run on meta) and for steps that read tensor values
+    (``float(t)``, ``t.item()``), which meta tensors do not have."""
     if variant.compile or variant.precision != "fp32":
         return None
     meta = torch.device("meta")

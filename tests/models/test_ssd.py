@@ -19,6 +19,7 @@ from densevision.models.heads.ssd import (
     postprocess,
     ssd_box_sizes,
 )
+from densevision.profiling import dispatched_operators
 from densevision.registry import HEADS, LOSSES
 
 DSOD_MIN = [30, 60, 111, 162, 213, 264]
@@ -210,6 +211,22 @@ def test_multibox_loss_compiles_to_one_graph():
     labels = [torch.tensor([1]), torch.zeros(0, dtype=torch.int64), torch.tensor([0, 1, 1, 0])]
     explanation = torch._dynamo.explain(MultiBoxLoss())(loc, conf, PRIORS, boxes, labels)
     assert explanation.graph_break_count == 0 and explanation.graph_count == 1, explanation.break_reasons
+
+
+def test_multibox_loss_launches_do_not_grow_with_the_batch_beyond_copying_its_ground_truths():
+    """Matching image by image launched kernels per image (and waited for the host on each); batched, a step's
+    launches grow only by the copies of each image's boxes and labels into the padded batch."""
+    generator = torch.Generator().manual_seed(0)
+
+    def operators(n: int) -> int:
+        loc = torch.randn(n, len(PRIORS), 4, requires_grad=True)
+        conf = torch.randn(n, len(PRIORS), 3, requires_grad=True)
+        boxes = [_random_boxes(generator, 3) for _ in range(n)]
+        labels = [torch.tensor([0, 1, 1])] * n
+        counts = dispatched_operators(lambda: MultiBoxLoss()(loc, conf, PRIORS, boxes, labels)["loss"].backward())
+        return sum(counts.values())
+
+    assert operators(16) - operators(2) == 2 * (16 - 2)
 
 
 # --- postprocess --------------------------------------------------------------------------------------------------
