@@ -2,7 +2,8 @@
 # The GPU checks behind the README's GPU figures (issue 16), prepared to run in one go on a lent GPU machine:
 #   bash tools/gpu_checks.sh OUT_DIR [PHASE ...]     PHASE: tests eager tasks compiled (default: all four, in order)
 # Each phase writes its JSON records and log into OUT_DIR and is cut off by its own time limit, so a slow phase
-# (compilation) cannot take the others' results with it. The machine needs torch, torchvision and pytest; what else
+# (compilation) cannot take the others' results with it. `tests eager tasks` take about 8 minutes and `compiled` as
+# many: with one 15-minute device budget, run `eager tasks` in one call and `compiled` in the next. The machine needs torch, torchvision and pytest; what else
 # densevision imports comes from the wheels of `make gpu-wheels` (.gpu/whl, carried along), installed into /tmp.
 set -u
 out=${1:?usage: bash tools/gpu_checks.sh OUT_DIR [tests|eager|tasks|compiled ...]}
@@ -35,10 +36,15 @@ for phase in ${phases[*]}; do
         bench 150 dsod300 dsod300-train --batch-size 32 --steps 5 --warmup 2 --profile 2 --only dsod300 "dsod300 bf16" \
             "dsod300 bf16 channels_last" "dsod300 bf16 memory_efficient"
         bench 100 fcdensenet103 fcdensenet103-train --batch-size 3 --steps 10 --warmup 3 --profile 3 \
-            --only fcdensenet103 "fcdensenet103 bf16" "fcdensenet103 bf16 channels_last" ;;
+            --only fcdensenet103 "fcdensenet103 bf16" "fcdensenet103 bf16 channels_last"
+        # the dsod300_voc.py recipe's batch: images/s = 128000 / ms/step
+        bench 100 dsod300-b128 dsod300-train --batch-size 128 --steps 3 --warmup 2 \
+            --only "dsod300 bf16 memory_efficient" "dsod300 bf16 channels_last" ;;
     compiled)  # torch.compile and CUDA graphs (compilation takes most of the time)
-        bench 420 densenet121-compiled densenet121-train --batch-size 64 --steps 10 --warmup 3 --only \
-            "densevision bf16 channels_last cuda-graphs" "densevision compile" "densevision memory_efficient compile" ;;
+        bench 300 densenet121-compiled densenet121-train --batch-size 64 --steps 10 --warmup 3 --only \
+            "densevision bf16 channels_last cuda-graphs" "densevision compile" "densevision memory_efficient compile"
+        bench 200 dsod300-compiled dsod300-train --batch-size 32 --steps 5 --warmup 3 --only \
+            "dsod300 bf16 channels_last compile" "dsod300 cuda-graphs" ;;
     *) echo "unknown phase $phase (tests, eager, tasks, compiled)" >&2; exit 2 ;;
     esac
 done
