@@ -2,9 +2,10 @@
 # The GPU checks behind the README's GPU figures (issue 16), prepared to run in one go on a lent GPU machine:
 #   bash tools/gpu_checks.sh OUT_DIR [PHASE ...]     PHASE: tests eager tasks compiled (default: all four, in order)
 # Each phase writes its JSON records and log into OUT_DIR and is cut off by its own time limit, so a slow phase
-# (compilation) cannot take the others' results with it. `tests eager tasks` take about 8 minutes and `compiled` as
-# many: with one 15-minute device budget, run `eager tasks` in one call and `compiled` in the next. The machine needs torch, torchvision and pytest; what else
-# densevision imports comes from the wheels of `make gpu-wheels` (.gpu/whl, carried along), installed into /tmp.
+# (compilation) cannot take the others' results with it. The limits add up to 700 s for `tests eager tasks` and 500 s
+# for `compiled` (unmeasured: no GPU has run it yet), so within one 15-minute device budget run `eager tasks` first.
+# The machine needs torch, torchvision and pytest; what else densevision imports comes from the wheels of
+# `make gpu-wheels` (.gpu/whl, carried along), installed into /tmp.
 set -u
 out=${1:?usage: bash tools/gpu_checks.sh OUT_DIR [tests|eager|tasks|compiled ...]}
 shift
