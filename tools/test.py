@@ -34,6 +34,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="fp32",
         help="forward precision: bf16 autocast on CUDA and on CPUs with native bf16, else float32 (metrics: float32)",
     )
+    parser.add_argument(
+        "--compile", action="store_true", help="compile the task's network (train_cfg.compile=True) for the test"
+    )
     parser.add_argument("--launcher", choices=["none", "pytorch"], default="none", help="'pytorch' under torchrun")
     return parser.parse_args(argv)
 
@@ -42,7 +45,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    cfg = load_config(args.config, args.cfg_options, work_dir=args.work_dir, launcher=args.launcher)
+    options = ["train_cfg.compile=True", *args.cfg_options] if args.compile else args.cfg_options
+    cfg = load_config(args.config, options, work_dir=args.work_dir, launcher=args.launcher)
     run_test(cfg, args.checkpoint, args.out, show=print, precision=args.precision)
     return 0
 

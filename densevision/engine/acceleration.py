@@ -82,7 +82,7 @@ class TrainingAcceleration:
         done = []
         if self.channels_last:
             task.to(memory_format=torch.channels_last)
-            done.append("training channels-last")
+            done.append("channels-last (NHWC) parameters")
         if self.compile is None:
             return done
         self._compiled = list(task.children())

@@ -301,6 +301,8 @@ class Runner:
                 logger.info("testing %s (epoch %s)", checkpoint, meta.get("epoch", "?"))
             if dtype is not None:
                 logger.info("testing in %s autocast on %s (metrics in float32)", precision, self.device.type)
+            for note in acceleration.TrainingAcceleration.from_train_cfg(self.settings.train_cfg).apply(self.task):
+                logger.info("test: %s (train_cfg)", note)  # compiled in place: the weights loaded above stay
             metrics = evaluate(
                 self.task,
                 loader,

@@ -90,6 +90,20 @@ def test_a_compiled_run_resumes_exactly(tmp_path, caplog):
     assert actual["history"] == expected["history"]
 
 
+def test_the_test_split_is_evaluated_by_the_compiled_network(tmp_path, caplog):
+    """train_cfg.compile and channels_last apply to Runner.test (tools/test.py --compile) too, after the checkpoint's
+    weights are loaded: the same metrics as eager."""
+    cfg = toy_config(tmp_path / "run", train_cfg=dict(max_epochs=1), checkpoint={})
+    Runner(cfg).train()
+    eager = Runner(cfg).test(tmp_path / "run" / "last.pth")
+    compiled_cfg = {**cfg, "train_cfg": dict(max_epochs=1, compile=dict(backend="aot_eager"), channels_last=True)}
+    with caplog.at_level("INFO", logger="densevision"):
+        compiled = Runner(compiled_cfg).test(tmp_path / "run" / "last.pth")
+    assert "test: compiling body of ToySegmentor with torch.compile(backend='aot_eager')" in caplog.text
+    assert "test: channels-last (NHWC) parameters (train_cfg)" in caplog.text
+    assert compiled.keys() == eager.keys() and compiled == pytest.approx(eager)
+
+
 @pytest.mark.parametrize(
     ("train_cfg", "message"),
     [
