@@ -64,6 +64,19 @@ def test_test_run_reports_exits_and_budgets_calibrated_on_val(tmp_path):
     assert (out.parent / REPORT_FILES["plot"]).read_bytes().startswith(b"\x89PNG")
 
 
+@pytest.mark.parametrize("val_is_test", [False, True])
+def test_thresholds_fitted_on_the_test_split_itself_are_flagged(tmp_path, caplog, val_is_test):
+    """The MSDNet anytime configs evaluate on test during training (the authors' run without --use-valid): a budget
+    sweep calibrated there is fitted to the test images, which the log says."""
+    cfg = early_exit_config(tmp_path)
+    if val_is_test:
+        cfg["val_dataloader"] = cfg["test_dataloader"]
+    Runner(cfg).train()
+    with caplog.at_level("WARNING", logger="densevision"):
+        run_test(Config(cfg), tmp_path / "run" / "last.pth", tmp_path / "metrics.json")
+    assert ("the val split is the test split itself" in caplog.text) == val_is_test
+
+
 def test_metrics_without_a_report_add_nothing(tmp_path):
     cfg = early_exit_config(tmp_path)
     cfg.update(model=dict(type="Classifier", model=dict(type="DenseNet", growth_rate=4, block_config=(1,),

@@ -18,6 +18,7 @@ from densevision.config import Config, load_config
 from densevision.engine import distributed
 from densevision.engine.runner import Runner
 from densevision.precision import autocast_dtype
+from densevision.splits import split_dataset_cfg
 
 __all__ = ["load_config", "run_training", "run_test", "write_json"]
 
@@ -80,6 +81,14 @@ def run_test(
             _write_metrics(metrics, path)
         # the evaluator's declared report (e.g. an early-exit budget sweep calibrated on val): its other splits are
         # evaluated in every process, the report is written by the main one beside the metrics JSON
+        for name in evaluator.report_splits:
+            if split_dataset_cfg(runner.cfg, name) == split_dataset_cfg(runner.cfg, "test"):
+                logger.warning(
+                    "the %s split is the test split itself: what the report fits on %s (early-exit thresholds) is "
+                    "fitted to the test images, so its test figures are optimistic; hold a %s split out of training "
+                    "(e.g. CIFAR100Folder split='val' with val_size)",
+                    name, name, name,
+                )  # fmt: skip
         splits = {name: _evaluate_split(runner, name, precision) for name in evaluator.report_splits}
         if runner.dist.is_main:
             report = evaluator.test_report(task=runner.task, splits=splits, out_dir=path.parent)
