@@ -29,12 +29,29 @@ def _classification_sample(image: np.ndarray, label: int, pipeline: Callable[...
     return {"image": image_to_tensor(out["image"]), "label": torch.tensor(label, dtype=torch.int64), "meta": meta}
 
 
+def held_out_split(count: int, split: str, val_size: int, split_seed: int, *, source: Path) -> np.ndarray:
+    """The indices of ``split`` (``'train'`` or ``'val'``) when ``val_size`` of ``count`` training images are held out
+    by a permutation seeded with ``split_seed``: ``'val'`` the held-out ones, ``'train'`` the rest (in order), so the
+    two are disjoint and cover every image for any seed. ``source``: what the images are, for the error message."""
+    if not isinstance(val_size, int) or not 0 <= val_size < count or (split == "val" and val_size == 0):
+        raise DatasetError(
+            f"val_size must be an int in {int(split == 'val')}..{count - 1} (images held out of the {count} in "
+            f"{source}), got {val_size!r}"
+        )
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(split_seed)).numpy()
+    return order[count - val_size :] if split == "val" else np.sort(order[: count - val_size])
+
+
 @DATASETS.register_module()
 class ImageFolderDataset(DenseDataset):
     """``root/<class>/**/<image>``: the label is the class folder's position in ``classes``.
 
     ``classes`` ``None`` takes every sub-folder, sorted by name (torchvision's order); given, it picks and orders them.
     Hidden files (macOS ``._*``) are left out and listed in ``skipped_files``.
+
+    ``split`` ``None`` takes every image; ``'train'`` and ``'val'`` split the folder's images in two, ``'val'`` holding
+    out ``val_size`` of them drawn by a permutation seeded with ``split_seed`` (MSDNet's authors hold out 50,000
+    ImageNet training images to calibrate exit thresholds), ``'train'`` the rest.
     """
 
     def __init__(
@@ -43,7 +60,15 @@ class ImageFolderDataset(DenseDataset):
         pipeline: Pipeline = None,
         classes: Sequence[str] | None = None,
         extensions: Sequence[str] = IMAGE_EXTENSIONS,
+        *,
+        split: str | None = None,
+        val_size: int = 0,
+        split_seed: int = 0,
     ) -> None:
+        if split not in (None, "train", "val"):
+            raise DatasetError(
+                f"unknown ImageFolderDataset split {split!r}; expected None (every image), 'train' or 'val'"
+            )
         self.root = Path(root)
         if not self.root.is_dir():
             raise DatasetError(f"{self.root} not found: expected one sub-folder of images per class under it")
@@ -68,6 +93,9 @@ class ImageFolderDataset(DenseDataset):
             self.samples.extend((path, label) for path in files)
         if empty:
             raise DatasetError(f"no images ({', '.join(suffixes)}) in class folder(s): {', '.join(empty)}")
+        if split is not None:
+            kept = held_out_split(len(self.samples), split, val_size, split_seed, source=self.root)
+            self.samples = [self.samples[i] for i in kept]
         self.pipeline = resolve_pipeline(pipeline, task="classification")
 
     @property
@@ -214,11 +242,6 @@ class CIFAR100Folder(_CIFARBatches):
         super().__init__(root, split, pipeline, train=split != "test")
         if split == "test":
             return
-        num_train = len(self._cifar.data)
-        if not isinstance(val_size, int) or not 0 <= val_size < num_train or (split == "val" and val_size == 0):
-            raise DatasetError(
-                f"val_size must be an int in {int(split == 'val')}..{num_train - 1} (images held out of the "
-                f"{num_train} in {self.root / self._folder / 'train'}), got {val_size!r}"
-            )
-        order = torch.randperm(num_train, generator=torch.Generator().manual_seed(split_seed)).numpy()
-        self.indices = order[num_train - val_size :] if split == "val" else np.sort(order[: num_train - val_size])
+        self.indices = held_out_split(
+            len(self._cifar.data), split, val_size, split_seed, source=self.root / self._folder / "train"
+        )

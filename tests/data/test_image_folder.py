@@ -5,8 +5,11 @@ import pytest
 import torch
 from PIL import Image
 
+from densevision.config import load_config
 from densevision.data.checks import DatasetError
 from densevision.data.image_folder import CIFAR10Folder, ImageFolderDataset
+from densevision.registry import DATASETS
+from densevision.splits import split_dataset_cfg
 from tests.data.fakes import random_image
 
 
@@ -51,6 +54,46 @@ def test_empty_class_folder_named(tmp_path):
     (tmp_path / "b" / "notes.txt").write_text("x")
     with pytest.raises(DatasetError, match=f"no images.*{tmp_path / 'b'}"):
         ImageFolderDataset(tmp_path)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_train_and_val_split_a_folder_by_a_seeded_permutation(tmp_path, seed):
+    _class_tree(tmp_path, {"a": 4, "b": 3, "c": 3})
+    everything = ImageFolderDataset(tmp_path).samples
+
+    def part(split, split_seed=seed):
+        return ImageFolderDataset(tmp_path, split=split, val_size=3, split_seed=split_seed).samples
+
+    train, val = part("train"), part("val")
+    assert len(val) == 3 and sorted(train + val) == sorted(everything)  # disjoint, and every image in one of them
+    assert train == [s for s in everything if s not in val]  # the rest, in the folder's order
+    assert part("val") == val and {tuple(part("val", s)) for s in range(6)} != {tuple(val)}  # seeded, the seed draws
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (dict(split="val"), "val_size must be an int in 1..4"),
+        (dict(split="train", val_size=5), "got 5"),
+        (dict(split="test", val_size=1), "unknown ImageFolderDataset split 'test'"),
+    ],
+)
+def test_bad_split_or_val_size_named(tmp_path, options, message):
+    _class_tree(tmp_path, {"a": 2, "b": 3})
+    with pytest.raises(DatasetError, match=message):
+        ImageFolderDataset(tmp_path, **options)
+
+
+def test_msdnet_imagenet_budget_calibrates_on_training_images_held_out_from_training(tmp_path):
+    _class_tree(tmp_path / "train", {"n01": 4, "n02": 4})
+    _class_tree(tmp_path / "val", {"n01": 1, "n02": 1})
+    cfg = load_config("configs/msdnet_imagenet_budget.py", [f"data_root={tmp_path}", "held_out.val_size=3"])
+    train, val, test = (DATASETS.build(split_dataset_cfg(cfg, split)) for split in ("train", "val", "test"))
+    assert (len(train), len(val), len(test)) == (5, 3, 2)
+    assert not set(train.samples) & set(val.samples) and {p.parent.parent for p, _ in val.samples} == {
+        tmp_path / "train"
+    }
+    assert {p.parent.parent for p, _ in test.samples} == {tmp_path / "val"}
 
 
 def test_no_class_folders_and_missing_root(tmp_path):
