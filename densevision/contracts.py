@@ -11,6 +11,7 @@ import abc
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
@@ -53,6 +54,11 @@ class Task(nn.Module, abc.ABC):
         """``image`` (H×W×3 uint8) with ``target`` (a prediction or a ground truth) drawn on it, for the run's sample
         figures and the predictors' pictures; default: the image as it is."""
         return image
+
+    def example_batch(self, images: Tensor, generator: torch.Generator) -> dict[str, Any]:
+        """A training batch of ``images`` with random targets (on their device, drawn with ``generator``): what
+        tools/benchmark.py times ``loss`` on without data; default: none."""
+        raise NotImplementedError(f"{type(self).__name__} has no example_batch: random targets to time its loss on")
 
     def on_train_start(self, train_dataset: Any) -> None:
         """Called once before training with the training dataset (e.g. to compute class weights); default: nothing."""

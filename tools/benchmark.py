@@ -178,21 +178,6 @@ BENCHMARKS: dict[str, Callable[[], dict[str, TrainVariant]]] = {
 TRAIN_IMAGE_SIZES = {"dsod300-train": 300, "tiny-train": 48}  # else 224
 
 
-def _task_batch(task: nn.Module, images: torch.Tensor, generator: torch.Generator) -> dict[str, Any]:
-    """A fixed synthetic batch for ``task.loss``: random masks, or three random boxes and labels per image."""
-    n, _, height, width = images.shape
-    device = images.device
-    if isinstance(task, Detector):
-        corners = torch.rand(n, 3, 2, device=device, generator=generator) * 0.5
-        sizes = 0.2 + torch.rand(n, 3, 2, device=device, generator=generator) * 0.3
-        scale = images.new_tensor([width, height, width, height])
-        boxes = torch.cat([corners, corners + sizes], dim=2) * scale
-        labels = torch.randint(0, task.model.num_classes - 1, (n, 3), device=device, generator=generator)
-        return {"image": images, "boxes": list(boxes), "labels": list(labels)}
-    classes = task.model.num_classes
-    return {"image": images, "mask": torch.randint(0, classes, (n, height, width), device=device, generator=generator)}
-
-
 def _training_step(
     variant: TrainVariant, device: torch.device, images: torch.Tensor, generator: torch.Generator
 ) -> Callable[[], None]:
@@ -206,7 +191,7 @@ def _training_step(
     dtype = autocast_dtype(variant.precision, device, what="precision")
     task = hasattr(model, "loss")
     images = images.to(device)
-    batch = acceleration.prepare_batch(_task_batch(model, images, generator) if task else {"image": images})
+    batch = acceleration.prepare_batch(model.example_batch(images, generator) if task else {"image": images})
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)

@@ -47,6 +47,7 @@ __all__ = [
     "slicing_from_config",
 ]
 
+
 def _label_indices(values: np.ndarray, path: Path) -> np.ndarray:
     """Label voxels as integers; non-integral values (a resampled label map) are an error naming the file."""
     if np.issubdtype(values.dtype, np.integer):

@@ -115,6 +115,10 @@ class EarlyExitClassifier(Task):
         total = sum(weight * loss for weight, loss in zip(self.exit_weights, exit_losses, strict=True))
         return {"loss": total, **{f"loss/exit{k}": loss.detach() for k, loss in enumerate(exit_losses)}}
 
+    def example_batch(self, images: Tensor, generator: torch.Generator) -> dict[str, Any]:
+        labels = torch.randint(0, self.num_classes, (len(images),), device=images.device, generator=generator)
+        return {"image": images, "label": labels}
+
     @torch.no_grad()
     def predict(self, batch: Mapping[str, Any]) -> list[dict[str, Tensor]]:
         """Per image: ``label`` and ``scores`` (softmax) of the chosen exit, ``exit_scores`` (exits × K) of all."""

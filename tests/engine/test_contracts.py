@@ -16,6 +16,7 @@ from densevision.engine.runner import Runner
 from densevision.registry import DATASETS, TASKS, ConfigError
 from densevision.tasks import Classifier, Detector, Segmentor
 from tests.engine.toys import toy_config
+from tests.test_early_exit import TINY_MSDNET
 
 
 class MinimalTask(Task):
@@ -98,3 +99,46 @@ def test_the_runner_refuses_a_task_or_dataset_outside_the_contract_naming_the_ke
     loader = dict(batch_size=2, dataset=dict(type="EngineContractsPlainDataset"))
     with pytest.raises(ConfigError, match=r"^train_dataloader.dataset builds PlainDataset, which is not a densevision"):
         Runner(toy_config(tmp_path, train_dataloader=loader)).train()
+
+
+TINY_DENSENET = dict(type="DenseNet", growth_rate=4, block_config=(1,), stem_channels=8, num_classes=3)
+
+
+@pytest.mark.parametrize(
+    "task",
+    [
+        lambda: Segmentor(
+            model=dict(
+                type="FCDenseNet", down_layers=(1,), bottleneck_layers=1, growth_rate=4, stem_channels=8, num_classes=3
+            )
+        ),  # fmt: skip
+        lambda: Classifier(model=TINY_DENSENET),
+        lambda: TASKS.build(dict(type="EarlyExitClassifier", model=TINY_MSDNET)),
+        lambda: Detector(
+            model=dict(
+                type="DSOD",
+                num_classes=4,
+                image_size=64,
+                stem_channels=(8, 8, 16),
+                growth_rate=4,
+                block_config=(1, 1, 1, 1),
+                extra_channels=(16, 8, 8),
+            )
+        ),  # fmt: skip
+    ],
+    ids=["Segmentor", "Classifier", "EarlyExitClassifier", "Detector"],
+)
+def test_each_task_makes_an_example_batch_its_loss_trains_on(task):
+    """tools/benchmark.py times a task's loss on ``example_batch``, so it asks no task for its kind."""
+    task = task()
+    generator = torch.Generator().manual_seed(0)
+    batch = task.example_batch(torch.randn(2, 3, 64, 64), generator)
+    loss = task.loss(batch)["loss"]
+    assert loss.isfinite() and loss > 0
+    again = task.example_batch(batch["image"], torch.Generator().manual_seed(0))
+    assert str(again) == str(batch)  # drawn from the generator alone
+
+
+def test_a_task_without_example_batch_says_so():
+    with pytest.raises(NotImplementedError, match="MinimalTask has no example_batch"):
+        MinimalTask().example_batch(torch.zeros(1, 2, 4, 4), torch.Generator())

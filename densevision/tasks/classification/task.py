@@ -39,6 +39,10 @@ class Classifier(Task):
     def loss(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
         return {"loss": self.loss_fn(self(batch["image"]), batch["label"])}
 
+    def example_batch(self, images: Tensor, generator: torch.Generator) -> dict[str, Any]:
+        labels = torch.randint(0, self.num_classes, (len(images),), device=images.device, generator=generator)
+        return {"image": images, "label": labels}
+
     @torch.no_grad()
     def predict(self, batch: Mapping[str, Any]) -> list[dict[str, Tensor]]:
         scores = self(batch["image"]).float().softmax(dim=1)

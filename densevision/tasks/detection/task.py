@@ -104,6 +104,16 @@ class Detector(Task):
         loc, conf = self(images)
         return self.loss_fn(loc, conf, self.model.priors, boxes, batch["labels"])
 
+    def example_batch(self, images: Tensor, generator: torch.Generator) -> dict[str, Any]:
+        """Three random boxes (pixels, 20-50 % of the image's sides) and foreground labels per image."""
+        n, _, height, width = images.shape
+        device = images.device
+        corners = torch.rand(n, 3, 2, device=device, generator=generator) * 0.5
+        sizes = 0.2 + torch.rand(n, 3, 2, device=device, generator=generator) * 0.3
+        boxes = torch.cat([corners, corners + sizes], dim=2) * images.new_tensor([width, height, width, height])
+        labels = torch.randint(0, self.num_classes, (n, 3), device=device, generator=generator)
+        return {"image": images, "boxes": list(boxes), "labels": list(labels)}
+
     @torch.no_grad()
     def detections(self, boxes: Tensor, scores: Tensor, image_sizes: Sequence[tuple[int, int]]) -> list[dict[str, Any]]:
         """Per image ``boxes`` (n×4 in the pixels of its ``image_sizes`` entry, height and width), ``scores``,

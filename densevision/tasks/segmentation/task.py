@@ -54,6 +54,14 @@ class Segmentor(Task):
         parts = terms(logits, batch["mask"])  # a combined loss: log each part, back-propagate their sum
         return {"loss": sum(parts.values()), **parts}
 
+    def example_batch(self, images: Tensor, generator: torch.Generator) -> dict[str, Any]:
+        n, _, height, width = images.shape
+        size = (n, height, width)
+        return {
+            "image": images,
+            "mask": torch.randint(0, self.num_classes, size, device=images.device, generator=generator),
+        }
+
     @torch.no_grad()
     def predict(self, batch: Mapping[str, Any]) -> list[dict[str, Tensor]]:
         probs = self(batch["image"]).float().softmax(dim=1)
