@@ -12,6 +12,7 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
@@ -271,7 +272,11 @@ class NormActConv(torch.autograd.Function):
                 _, act, _, _ = _norm_act_into_scratch(norm, concat, shared, mean, var, False, 0.0)
         else:
             act = layer.relu1(layer.norm1(concat))
-        out = layer.conv1(act)
+        # conv1's weight in the precision it runs in, cast once and kept for backward (autocast's cache of the cast
+        # ends with the forward; plain mode keeps its cast weight for backward the same way)
+        ctx.weight = _autocast_weight(layer.conv1.weight)
+        conv = layer.conv1
+        out = F.conv2d(act, ctx.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
         ctx.conv_dtype = out.dtype  # autocast may have run conv1 in lower precision
         return out
 
@@ -302,7 +307,9 @@ class NormActConv(torch.autograd.Function):
                 x, act, mean, invstd = _norm_act_into_scratch(
                     norm, concat, shared, norm.running_mean, norm.running_var, False, 0.0
                 )
-            grad_act, grad_weight, grad_bias = _conv_backward(conv, grad_out, act, ctx.conv_dtype, needs_conv)
+            grad_act, grad_weight, grad_bias = _conv_backward(
+                conv, ctx.weight, grad_out, act, ctx.conv_dtype, needs_conv
+            )
             grad_act = grad_act.to(act.dtype)
             grad_norm = torch.ops.aten.threshold_backward.grad_input(grad_act, act, 0, grad_input=grad_act)  # in place
             grad_x, *norm_grads = _batch_norm_backward(
@@ -315,7 +322,9 @@ class NormActConv(torch.autograd.Function):
             with torch.enable_grad(), _running_stats_frozen(norm), _no_saved_tensors_hooks():
                 x = concat.contiguous().requires_grad_(needs_features)
                 act = layer.relu1(norm(x))
-                grad_act, grad_weight, grad_bias = _conv_backward(conv, grad_out, act, ctx.conv_dtype, needs_conv)
+                grad_act, grad_weight, grad_bias = _conv_backward(
+                    conv, ctx.weight, grad_out, act, ctx.conv_dtype, needs_conv
+                )
                 wrt = [x] * needs_features + [p for p, need in zip(norm_params, needs_norm, strict=True) if need]
                 grads = list(torch.autograd.grad(act, wrt, grad_act.to(act.dtype))) if wrt else []
             grad_x = grads.pop(0) if needs_features else None
@@ -379,14 +388,23 @@ def parameters_of(module: nn.Module) -> list[Tensor]:
     return [param for param in module._parameters.values() if param is not None]
 
 
+def _autocast_weight(weight: Tensor) -> Tensor:
+    """``weight`` in the precision autocast runs convolutions in on its device, or as it is without autocast."""
+    device = weight.device.type
+    if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
+        return weight.to(torch.get_autocast_dtype(device))
+    return weight
+
+
 def _conv_backward(
-    conv: nn.Conv2d, grad_out: Tensor, act: Tensor, dtype: torch.dtype, needs: Sequence[bool]
+    conv: nn.Conv2d, weight: Tensor, grad_out: Tensor, act: Tensor, dtype: torch.dtype, needs: Sequence[bool]
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """Gradients of ``conv(act)`` for its input, weight and bias, in the precision the forward convolution ran in."""
+    """Gradients of ``conv(act)`` for its input, ``weight`` (conv's, as the forward ran it) and bias, in the precision
+    the forward convolution ran in."""
     grad_act, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
         grad_out,
         act.detach().to(dtype),
-        conv.weight.to(dtype),
+        weight.to(dtype),
         None if conv.bias is None else [conv.out_channels],
         conv.stride,
         conv.padding,

@@ -3,6 +3,7 @@ import functools
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from densevision.models import memory_efficient as efficient_internals
 from densevision.models.blocks import DenseBlock, DenseLayer, Transition, make_act
@@ -202,6 +203,39 @@ def test_memory_efficient_training_launches_grow_linearly_with_depth_and_stay_be
     assert efficient[2] - efficient[1] == 2 * (efficient[1] - efficient[0])  # a + bL
     assert plain[2] - plain[1] > 2 * (plain[1] - plain[0]) > 0  # each doubling adds more than twice the last one's
     assert efficient[2] < plain[2], (efficient, plain)  # recomputation's launches are paid back by 16 layers
+
+
+class _WeightCasts(TorchDispatchMode):
+    """How many times each of ``weights`` is cast (``_to_copy``) while the mode is on, by its position."""
+
+    def __init__(self, weights: list[torch.Tensor]) -> None:
+        super().__init__()
+        self.pointers = [w.data_ptr() for w in weights]
+        self.casts = [0] * len(weights)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._to_copy.default and args[0].data_ptr() in self.pointers:
+            self.casts[self.pointers.index(args[0].data_ptr())] += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("memory_efficient", [False, True])
+def test_bf16_training_casts_each_bottleneck_weight_once_per_step(batch_norm_kernels, memory_efficient):
+    """Under autocast plain mode keeps autocast's cast of conv1's weight for backward; memory-efficient mode casts it
+    once and keeps it too, instead of casting it again in backward (a launch per layer)."""
+    block = _block(memory_efficient=memory_efficient, num_layers=3, in_channels=4).float().train()
+    x = torch.randn(2, 4, 8, 8)
+
+    def step() -> None:
+        with torch.autocast("cpu", torch.bfloat16):
+            out = block(x)
+        out.float().sum().backward()
+
+    step()
+    counter = _WeightCasts([layer.conv1.weight for layer in block.children()])
+    with counter:
+        step()
+    assert counter.casts == [1, 1, 1]
 
 
 def test_memory_efficient_densenet121_dispatches_fewer_operators_than_torchvisions_plain_step():
