@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -228,6 +228,9 @@ class TrainLoop:
         started = time.perf_counter()
         bar = progress_bar(loader, total=num_iters, desc=f"epoch {epoch + 1}/{max_epochs}", enabled=self.dist.is_main)
         self._skipped = []
+        # A step's losses are read on the host once the next step is queued (or the epoch ends): reading them at once
+        # would make the host wait for the GPU mid-step, idling it while the host launches the backward.
+        pending: _StepLosses | None = None
         for index, loaded in enumerate(bar):
             if index == num_iters:
                 break
@@ -236,27 +239,26 @@ class TrainLoop:
             batch = self.acceleration.prepare_batch(to_device(unpack(loaded, self._skipped), self.dist.device))
             stepping = optim.should_step(index, num_iters)
             no_sync = isinstance(self.loss_model, DistributedDataParallel) and not stepping
-            with self.loss_model.no_sync() if no_sync else contextlib.nullcontext():
-                losses = self._loss_step(batch)
-                logged = _reduce_losses(losses)
-                if not math.isfinite(logged["loss"]):
-                    raise NonFiniteLossError(
-                        f"loss is {logged['loss']} at epoch {epoch + 1}, iteration {index + 1}/{num_iters} "
-                        f"(global iteration {progress.iteration + 1}); training stopped{self._how_to_go_on()}"
-                    )
-                optim.backward(losses["loss"], group_size=optim.group_size(index, num_iters))
-            grad_norm = optim.step() if stepping else None
+            try:
+                with self.loss_model.no_sync() if no_sync else contextlib.nullcontext():
+                    losses = self._loss_step(batch)
+                    reduced = _reduce_losses(losses)
+                    optim.backward(losses["loss"], group_size=optim.group_size(index, num_iters))
+                grad_norm = optim.step() if stepping else None
+            except BaseException:  # the step before is finished: report its non-finite loss first, or log it
+                if pending is not None:
+                    self._record_step(pending, bar)
+                raise
             schedulers.after_iter(progress.iteration)
             progress.iteration += 1
-            total_loss += logged["loss"]
-            any_nonzero = any_nonzero or logged["loss"] != 0.0
-            bar.set_postfix(loss=f"{logged['loss']:.4f}", lr=f"{lr:.3g}", refresh=False)
-            if progress.iteration % self.settings.log_interval == 0:
-                record = {"mode": "train", "epoch": epoch + 1, "iter": index + 1, "step": progress.iteration, "lr": lr}
-                record.update(logged)
-                if grad_norm is not None:
-                    record["grad_norm"] = grad_norm
-                self.run_logger.log(record)
+            step = _StepLosses(epoch, index, num_iters, progress.iteration, lr, grad_norm, list(losses), reduced)
+            finished, pending = pending, step
+            if finished is not None:
+                loss = self._record_step(finished, bar)
+                total_loss, any_nonzero = total_loss + loss, any_nonzero or loss != 0.0
+        if pending is not None:
+            loss = self._record_step(pending, bar)
+            total_loss, any_nonzero = total_loss + loss, any_nonzero or loss != 0.0
         if self.fresh_start and epoch == 0 and not any_nonzero:
             raise DatasetError(
                 f"every one of the {num_iters} batches of epoch 1 had a loss of exactly 0, which untrained weights "
@@ -275,6 +277,23 @@ class TrainLoop:
         logger.info("epoch %d/%d: mean loss %.4f, %.1f s", epoch + 1, max_epochs, mean_loss, seconds)
         self._report_skipped(epoch)
         return mean_loss
+
+    def _record_step(self, step: _StepLosses, bar: Any) -> float:
+        """A finished step's losses on the host: stop on a non-finite loss, show and log them; returns the loss."""
+        logged = dict(zip(step.names, step.values.tolist(), strict=True))
+        if not math.isfinite(logged["loss"]):
+            raise NonFiniteLossError(
+                f"loss is {logged['loss']} at epoch {step.epoch + 1}, iteration {step.index + 1}/{step.num_iters} "
+                f"(global iteration {step.iteration}); training stopped{self._how_to_go_on()}"
+            )
+        bar.set_postfix(loss=f"{logged['loss']:.4f}", lr=f"{step.lr:.3g}", refresh=False)
+        if step.iteration % self.settings.log_interval == 0:
+            record = {"mode": "train", "epoch": step.epoch + 1, "iter": step.index + 1, "step": step.iteration}
+            record.update(lr=step.lr, **logged)
+            if step.grad_norm is not None:
+                record["grad_norm"] = step.grad_norm
+            self.run_logger.log(record)
+        return logged["loss"]
 
     def _report_skipped(self, epoch: int) -> None:
         """One warning per epoch with bad samples skipped by this process: how many, and the first few reasons."""
@@ -345,8 +364,22 @@ class TrainLoop:
         return improved, True
 
 
-def _reduce_losses(losses: Mapping[str, torch.Tensor]) -> dict[str, float]:
-    """All loss entries averaged over processes in one collective; every rank then sees the same NaN."""
+class _StepLosses(NamedTuple):
+    """What the log needs of a step whose losses may still be computing on the device."""
+
+    epoch: int
+    index: int
+    num_iters: int
+    iteration: int
+    lr: float
+    grad_norm: float | None
+    names: list[str]
+    values: torch.Tensor  # the losses averaged over processes, on the training device, one per name
+
+
+def _reduce_losses(losses: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """All loss entries averaged over processes in one collective, left on the device (in the order of ``losses``);
+    every rank then sees the same NaN."""
     device = losses["loss"].device
     values = torch.stack([torch.as_tensor(v, device=device).detach().float().mean() for v in losses.values()])
-    return dict(zip(losses, distributed.all_reduce_mean(values).tolist()))
+    return distributed.all_reduce_mean(values)

@@ -10,6 +10,7 @@ from densevision.engine import loaders
 from densevision.engine.checkpoint import load_checkpoint
 from densevision.engine.errors import CheckpointError, NonFiniteLossError, WorkDirError
 from densevision.engine.loaders import describe_dataset
+from densevision.engine.loop import TrainLoop
 from densevision.engine.runner import Runner, seed_everything
 from densevision.registry import ConfigError
 from tests.engine.toys import ToySegmentation, ToySegmentor, toy_config
@@ -286,3 +287,32 @@ def test_a_detection_split_is_named_by_its_config_arguments(tmp_path):
         f"ShapesDetection(root={str(root)!r}, split='val', num_train=1, num_val=2, num_test=1, image_size=32): "
         "2 samples"
     )
+
+
+def test_a_steps_losses_are_read_once_the_next_step_is_queued(tmp_path, monkeypatch):
+    """Reading a loss waits for the device: done at once it would idle a GPU mid-step while the host launches the
+    backward, so the log reads each step's losses after the next step (or at the epoch's end)."""
+    reads = []
+    record_step = TrainLoop._record_step
+
+    def spy(self, step, bar):
+        reads.append((step.iteration, self.task.loss_calls))
+        return record_step(self, step, bar)
+
+    monkeypatch.setattr(TrainLoop, "_record_step", spy)
+    Runner(toy_config(tmp_path, train_cfg=dict(max_epochs=1), val_dataloader=None, checkpoint={})).train()
+    assert reads == [(1, 2), (2, 3), (3, 4), (4, 4)]  # 4 iterations per epoch
+
+
+def test_a_nan_loss_is_reported_before_an_error_it_causes_in_the_next_step(tmp_path, monkeypatch):
+    original_loss = ToySegmentor.loss
+
+    def failing_after_nan(self, batch):
+        if self.loss_calls == 6:  # the call after the NaN one
+            raise RuntimeError("the weights are NaN now")
+        return original_loss(self, batch)
+
+    monkeypatch.setattr(ToySegmentor, "loss", failing_after_nan)
+    cfg = toy_config(tmp_path, model=dict(type="EngineToySegmentor", nan_at_call=6))
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at epoch 2, iteration 2/4 \(global iteration 6\)"):
+        Runner(cfg).train()
