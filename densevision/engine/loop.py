@@ -291,7 +291,7 @@ class TrainLoop:
             record = {"mode": "train", "epoch": step.epoch + 1, "iter": step.index + 1, "step": step.iteration}
             record.update(lr=step.lr, **logged)
             if step.grad_norm is not None:
-                record["grad_norm"] = step.grad_norm
+                record["grad_norm"] = float(step.grad_norm)
             self.run_logger.log(record)
         return logged["loss"]
 
@@ -372,7 +372,7 @@ class _StepLosses(NamedTuple):
     num_iters: int
     iteration: int
     lr: float
-    grad_norm: float | None
+    grad_norm: torch.Tensor | None
     names: list[str]
     values: torch.Tensor  # the losses averaged over processes, on the training device, one per name
 

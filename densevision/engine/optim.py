@@ -143,14 +143,15 @@ class OptimWrapper:
         loss = loss / group_size
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
 
-    def step(self) -> float | None:
-        """Clip (if asked), step and zero the gradients; returns the gradient norm before clipping, if clipped."""
+    def step(self) -> torch.Tensor | None:
+        """Clip (if asked), step and zero the gradients; returns the gradient norm before clipping, if clipped (on the
+        device: reading it waits for the device, which the loop does once the next step is queued)."""
         grad_norm = None
         if self.clip_grad is not None:
             if self.scaler is not None:
                 self.scaler.unscale_(self.optimizer)
             params = [p for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
-            grad_norm = float(nn.utils.clip_grad_norm_(params, **self.clip_grad))
+            grad_norm = nn.utils.clip_grad_norm_(params, **self.clip_grad).detach()
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()

@@ -316,3 +316,10 @@ def test_a_nan_loss_is_reported_before_an_error_it_causes_in_the_next_step(tmp_p
     cfg = toy_config(tmp_path, model=dict(type="EngineToySegmentor", nan_at_call=6))
     with pytest.raises(NonFiniteLossError, match=r"loss is nan at epoch 2, iteration 2/4 \(global iteration 6\)"):
         Runner(cfg).train()
+
+
+def test_clipped_runs_log_the_gradient_norm_of_each_step(tmp_path):
+    optim_wrapper = dict(optimizer=dict(type="SGD", lr=0.1), clip_grad=dict(max_norm=0.5))
+    Runner(toy_config(tmp_path, train_cfg=dict(max_epochs=1), optim_wrapper=optim_wrapper)).train()
+    norms = [r["grad_norm"] for r in records(tmp_path, "train")]
+    assert len(norms) == 4 and all(isinstance(n, float) and n > 0 for n in norms)
