@@ -475,7 +475,7 @@ def _synchronize(device: torch.device) -> None:
 def run_variant(args: argparse.Namespace) -> dict[str, Any]:
     """Inside a variant's own process: time it and return its record."""
     device = torch.device(args.device)
-    if device.type == "cuda":
+    if device.type == "cuda":  # as train_cfg.cudnn_benchmark=True: the fastest algorithm for the one input shape
         torch.backends.cudnn.benchmark = True
     if args.threads:
         torch.set_num_threads(args.threads)  # onnxruntime sessions take torch's count too

@@ -1,4 +1,4 @@
-"""Training at the accelerator's pace: ``train_cfg.compile`` and ``train_cfg.channels_last``.
+"""Training at the accelerator's pace: ``train_cfg.compile``, ``channels_last`` and ``cudnn_benchmark``.
 
 ``compile`` (``False``, ``True`` or a dict of ``torch.compile`` options such as ``dict(mode='reduce-overhead')``)
 compiles every submodule of the task in place (``nn.Module.compile``): the network and the loss module, so a detector's
@@ -10,7 +10,10 @@ during training runs the same compiled modules (a graph per grad mode and shape)
 ``mode='reduce-overhead'`` (or ``'max-autotune'``) also captures CUDA graphs, which need one input shape: the first
 training batch's shape is taken as the shape, and a batch of another shape (a variable-size pipeline, a short last
 batch) recompiles without CUDA graphs, with one log line. ``channels_last`` converts the task's parameters and every
-training batch's images to NHWC, the layout cuDNN's tensor-core convolutions run natively.
+training batch's images to NHWC, the layout cuDNN's tensor-core convolutions run natively. ``cudnn_benchmark`` lets
+cuDNN time its convolution algorithms for each new input shape and keep the fastest (fixed shapes pay once); off by
+default, because the algorithms it picks may differ between processes, so a resumed run would no longer repeat an
+uninterrupted one bit for bit.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ __all__ = ["TRAIN_CFG_DEFAULTS", "TrainingAcceleration", "compile_options"]
 
 logger = logging.getLogger("densevision")
 
-TRAIN_CFG_DEFAULTS = {"compile": False, "channels_last": False}
+TRAIN_CFG_DEFAULTS = {"compile": False, "channels_last": False, "cudnn_benchmark": False}
 COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # Modes that capture CUDA graphs, and the same mode without them (the fallback for inputs of varying shape).
 _WITHOUT_CUDA_GRAPHS = {"reduce-overhead": "default", "max-autotune": "max-autotune-no-cudagraphs"}
@@ -56,20 +59,22 @@ def compile_options(value: Any, *, key: str = "train_cfg.compile") -> dict[str, 
 
 
 class TrainingAcceleration:
-    """What ``train_cfg.compile`` and ``train_cfg.channels_last`` do to a task (``apply``) and to each training batch
-    (``prepare_batch``)."""
+    """What ``train_cfg.compile``, ``channels_last`` and ``cudnn_benchmark`` do to a task and the process (``apply``)
+    and to each training batch (``prepare_batch``)."""
 
-    def __init__(self, *, compile: Any = False, channels_last: Any = False) -> None:
+    def __init__(self, *, compile: Any = False, channels_last: Any = False, cudnn_benchmark: Any = False) -> None:
         self.compile = compile_options(compile)
-        if not isinstance(channels_last, bool):
-            raise ConfigError(f"train_cfg.channels_last must be True or False, got {channels_last!r}")
+        for key, value in (("channels_last", channels_last), ("cudnn_benchmark", cudnn_benchmark)):
+            if not isinstance(value, bool):
+                raise ConfigError(f"train_cfg.{key} must be True or False, got {value!r}")
         self.channels_last = channels_last
+        self.cudnn_benchmark = cudnn_benchmark
         self._compiled: list[nn.Module] = []
         self._graph_shape: torch.Size | None = None  # the input shape CUDA graphs were captured for
 
     @classmethod
     def from_train_cfg(cls, train_cfg: Mapping[str, Any]) -> TrainingAcceleration:
-        return cls(compile=train_cfg.get("compile", False), channels_last=train_cfg.get("channels_last", False))
+        return cls(**{key: train_cfg.get(key, default) for key, default in TRAIN_CFG_DEFAULTS.items()})
 
     @property
     def captures_cuda_graphs(self) -> bool:
@@ -80,6 +85,9 @@ class TrainingAcceleration:
         """Channels-last parameters, then each direct submodule compiled in place (draws no random numbers); returns
         what it did, for the run's log."""
         done = []
+        if self.cudnn_benchmark:
+            torch.backends.cudnn.benchmark = True
+            done.append("cuDNN benchmarks convolution algorithms per input shape (resume not bit-exact on GPUs)")
         if self.channels_last:
             task.to(memory_format=torch.channels_last)
             done.append("channels-last (NHWC) parameters")

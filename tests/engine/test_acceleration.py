@@ -112,6 +112,7 @@ def test_the_test_split_is_evaluated_by_the_compiled_network(tmp_path, caplog):
         (dict(compile=dict(modes="default")), "train_cfg.compile has unknown torch.compile option(s) ['modes']"),
         (dict(compile=dict(options="fast")), "train_cfg.compile.options must be a dict of inductor options"),
         (dict(channels_last=1), "train_cfg.channels_last must be True or False, got 1"),
+        (dict(cudnn_benchmark="on"), "train_cfg.cudnn_benchmark must be True or False, got 'on'"),
     ],
 )
 def test_bad_values_name_the_key_and_value(train_cfg, message):
@@ -125,3 +126,16 @@ def test_the_runner_checks_the_keys_before_training(tmp_path):
     with pytest.raises(ConfigError, match="train_cfg.compile.mode must be one of"):
         Runner(cfg).train()
     assert not (tmp_path / "last.pth").exists()
+
+
+def test_cudnn_benchmark_is_off_unless_asked_and_said_in_the_log(tmp_path):
+    """Off by default (a resumed run repeats an uninterrupted one exactly); asked for, set and logged."""
+    Runner(toy_config(tmp_path / "default", train_cfg=dict(max_epochs=1), val_dataloader=None, checkpoint={})).train()
+    assert not torch.backends.cudnn.benchmark
+    cfg = toy_config(tmp_path / "on", train_cfg=dict(max_epochs=1, cudnn_benchmark=True), val_dataloader=None)
+    try:
+        Runner(cfg).train()
+        assert torch.backends.cudnn.benchmark
+        assert "cuDNN benchmarks convolution algorithms per input shape" in (tmp_path / "on" / "run.log").read_text()
+    finally:
+        torch.backends.cudnn.benchmark = False
