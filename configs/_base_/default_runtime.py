@@ -51,8 +51,16 @@ param_scheduler = []
 # compile: False, True or a dict of torch.compile options (e.g. dict(mode='reduce-overhead'): CUDA graphs, for fixed
 # input shapes; other shapes recompile without them) for the task's network and loss; channels_last: NHWC parameters
 # and images (tensor cores). Both keep checkpoints and resume as in eager runs (densevision/engine/acceleration.py).
+# cudnn_benchmark: cuDNN times its algorithms per input shape and keeps the fastest (a resumed run is then no longer
+# bit-exact on GPUs).
 train_cfg = dict(
-    max_epochs=100, max_iters=None, val_interval=1, skip_bad_samples=False, compile=False, channels_last=False
+    max_epochs=100,
+    max_iters=None,
+    val_interval=1,
+    skip_bad_samples=False,
+    compile=False,
+    channels_last=False,
+    cudnn_benchmark=False,
 )
 checkpoint = dict(monitor=None, mode="max")  # e.g. monitor='mIoU': also keep best.pth; last.pth is written every epoch
 early_stopping = None  # e.g. dict(monitor='mIoU', patience=150, mode='max', min_delta=0.0): patience in evaluations
