@@ -291,7 +291,7 @@ class MultiBoxLoss(nn.Module):
         # background priors are encoded against themselves (finite offsets) and masked out of the sum
         safe_targets = torch.where(positive.unsqueeze(2), target_boxes, anchors)
         encoded = self.box_coder.encode_single(safe_targets.reshape(-1, 4), anchors.reshape(-1, 4)).view(n, p, 4)
-        loss_loc = (F.smooth_l1_loss(loc, encoded, reduction="none").sum(2) * positive).sum()
+        loss_loc = torch.where(positive, F.smooth_l1_loss(loc, encoded, reduction="none").sum(2), 0.0).sum()
 
         ce = F.cross_entropy(conf.flatten(0, 1), target_labels.flatten(), reduction="none").view(n, p)
         mining = ce.detach().masked_fill(positive, -math.inf)
@@ -299,7 +299,7 @@ class MultiBoxLoss(nn.Module):
         num_negative = self.neg_pos_ratio * num_positive.clamp(min=1)
         negative = (rank < num_negative[:, None]) & ~positive
         normaliser = num_positive.clamp(min=1).sum()
-        loss_conf = (ce * (positive | negative)).sum() / normaliser
+        loss_conf = torch.where(positive | negative, ce, 0.0).sum() / normaliser  # where: an unchosen inf adds nothing
         loss_loc = loss_loc / normaliser
         return {"loss": self.loc_weight * loss_loc + loss_conf, "loss_loc": loss_loc, "loss_conf": loss_conf}
 
