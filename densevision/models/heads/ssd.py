@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
 from torchvision.models.detection._utils import BoxCoder
-from torchvision.ops import batched_nms, box_convert
+from torchvision.ops import batched_nms, box_convert, box_iou
 
 from densevision.models.blocks import NormLayer
 from densevision.registry import HEADS, LOSSES
@@ -256,7 +256,7 @@ class MultiBoxLoss(nn.Module):
             _check_labels(gt_labels, num_classes)
         # padding rows are zero boxes: zero-area, so invalid like the degenerate boxes a dataset may hold
         valid = (gt_boxes[..., 2] > gt_boxes[..., 0]) & (gt_boxes[..., 3] > gt_boxes[..., 1])  # N×M
-        iou = _batched_box_iou(gt_boxes, anchors).masked_fill(~valid.unsqueeze(2), -1.0)  # N×M×P
+        iou = torch.vmap(box_iou, in_dims=(0, None))(gt_boxes, anchors).masked_fill(~valid.unsqueeze(2), -1.0)  # N×M×P
 
         best_iou, best_gt = iou.max(1)  # each prior's best ground truth
         matches = torch.where(best_iou >= self.iou_threshold, best_gt, -1)
@@ -314,17 +314,6 @@ def _check_labels(labels: Tensor, num_classes: int) -> None:
             f"MultiBoxLoss labels must be foreground labels 0..{num_classes - 2} (the model predicts "
             f"{num_classes} classes with background), got {labels.unique().tolist()}"
         )
-
-
-def _batched_box_iou(boxes: Tensor, anchors: Tensor) -> Tensor:
-    """IoU of each image's boxes (N×M×4) with the anchors (P×4), both xyxy: N×M×P, as ``torchvision.ops.box_iou``."""
-    area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
-    anchor_area = (anchors[:, 2] - anchors[:, 0]) * (anchors[:, 3] - anchors[:, 1])
-    top_left = torch.max(boxes[..., None, :2], anchors[:, :2])
-    bottom_right = torch.min(boxes[..., None, 2:], anchors[:, 2:])
-    wh = (bottom_right - top_left).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    return inter / (area[..., None] + anchor_area - inter)
 
 
 def decode(
