@@ -223,14 +223,13 @@ class TrainLoop:
                 f"train_dataloader yields no batches ({len(loader.dataset)} samples, batch_size {loader.batch_size}, "
                 f"{self.dist.world_size} process(es), drop_last={loader.drop_last})"
             )
-        total_loss = 0.0
-        any_nonzero = False
         started = time.perf_counter()
         bar = progress_bar(loader, total=num_iters, desc=f"epoch {epoch + 1}/{max_epochs}", enabled=self.dist.is_main)
         self._skipped = []
         # A step's losses are read on the host once the next step is queued (or the epoch ends): reading them at once
         # would make the host wait for the GPU mid-step, idling it while the host launches the backward.
         pending: _StepLosses | None = None
+        step_losses: list[float] = []  # each step's loss, as read
         for index, loaded in enumerate(bar):
             if index == num_iters:
                 break
@@ -254,12 +253,10 @@ class TrainLoop:
             step = _StepLosses(epoch, index, num_iters, progress.iteration, lr, grad_norm, list(losses), reduced)
             finished, pending = pending, step
             if finished is not None:
-                loss = self._record_step(finished, bar)
-                total_loss, any_nonzero = total_loss + loss, any_nonzero or loss != 0.0
+                step_losses.append(self._record_step(finished, bar))
         if pending is not None:
-            loss = self._record_step(pending, bar)
-            total_loss, any_nonzero = total_loss + loss, any_nonzero or loss != 0.0
-        if self.fresh_start and epoch == 0 and not any_nonzero:
+            step_losses.append(self._record_step(pending, bar))
+        if self.fresh_start and epoch == 0 and not any(step_losses):
             raise DatasetError(
                 f"every one of the {num_iters} batches of epoch 1 had a loss of exactly 0, which untrained weights "
                 "only give when there is nothing to learn: the training data has no labelled target (segmentation: "
@@ -267,7 +264,7 @@ class TrainLoop:
                 "files"
             )
         schedulers.after_epoch(epoch)
-        mean_loss = total_loss / num_iters
+        mean_loss = sum(step_losses) / num_iters
         seconds = time.perf_counter() - started
         record = {"mode": "train_epoch", "epoch": epoch + 1, "step": progress.iteration, "loss": mean_loss}
         record["time"] = seconds
