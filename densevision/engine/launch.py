@@ -86,7 +86,7 @@ def run_test(
                 logger.warning(
                     "the %s split is the test split itself: what the report fits on %s (early-exit thresholds) is "
                     "fitted to the test images, so its test figures are optimistic; hold a %s split out of training "
-                    "(e.g. CIFAR100Folder split='val' with val_size)",
+                    "(split='val' with val_size: CIFAR100Folder, ImageFolderDataset)",
                     name, name, name,
                 )  # fmt: skip
         splits = {name: _evaluate_split(runner, name, precision) for name in evaluator.report_splits}
