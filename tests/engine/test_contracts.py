@@ -16,6 +16,7 @@ from densevision.engine.runner import Runner
 from densevision.registry import DATASETS, TASKS, ConfigError
 from densevision.tasks import Classifier, Detector, Segmentor
 from tests.engine.toys import toy_config
+from tests.models.test_detector import TINY_DSOD
 from tests.test_early_exit import TINY_MSDNET
 
 
@@ -114,17 +115,7 @@ TINY_DENSENET = dict(type="DenseNet", growth_rate=4, block_config=(1,), stem_cha
         ),  # fmt: skip
         lambda: Classifier(model=TINY_DENSENET),
         lambda: TASKS.build(dict(type="EarlyExitClassifier", model=TINY_MSDNET)),
-        lambda: Detector(
-            model=dict(
-                type="DSOD",
-                num_classes=4,
-                image_size=64,
-                stem_channels=(8, 8, 16),
-                growth_rate=4,
-                block_config=(1, 1, 1, 1),
-                extra_channels=(16, 8, 8),
-            )
-        ),  # fmt: skip
+        lambda: Detector(model=TINY_DSOD),
     ],
     ids=["Segmentor", "Classifier", "EarlyExitClassifier", "Detector"],
 )
